@@ -1,0 +1,192 @@
+//! The one entry point that applies an [`EffectivePv`] to a VM and its vCPUs, in the order
+//! KVM requires:
+//!
+//! 1. right after `KVM_CREATE_VM`, before any vCPU: disable exits (`KVM_CAP_X86_DISABLE_EXITS`
+//!    is accepted only while the VM has no vCPU) and set halt polling;
+//! 2. create each vCPU through [`PvVm::create_vcpu`], which records that vCPUs now exist;
+//! 3. per vCPU, before any MSR is restored: `KVM_SET_CPUID2` with the KVM leaves, then
+//!    `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` (enforcement is per vCPU, and with it on KVM rejects
+//!    PV MSRs and hypercalls of features the CPUID does not advertise).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kvm_bindings::{kvm_enable_cap, CpuId, KVM_CAP_ENFORCE_PV_FEATURE_CPUID};
+use kvm_ioctls::{VcpuFd, VmFd};
+
+use crate::config::EffectivePv;
+use crate::cpuid::{merge_kvm_leaves, remove_kvm_leaves, CpuidError};
+use crate::exits::{self, DisableExits, ExitsError};
+use crate::hypercall::Dispatcher;
+
+/// Errors of applying the PV state.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Disabling exits or setting halt polling failed.
+    #[error("configuring the VM's exits")]
+    Exits(#[from] ExitsError),
+    /// Merging the KVM leaves into the vCPU's CPUID failed.
+    #[error("building vCPU {vcpu}'s CPUID")]
+    Cpuid {
+        /// The vCPU id.
+        vcpu: u64,
+        /// The cause.
+        #[source]
+        source: CpuidError,
+    },
+    /// `KVM_SET_CPUID2` failed.
+    #[error("KVM_SET_CPUID2 on vCPU {vcpu}")]
+    SetCpuid {
+        /// The vCPU id.
+        vcpu: u64,
+        /// The ioctl's error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Enabling PV CPUID enforcement failed.
+    #[error("KVM_ENABLE_CAP(KVM_CAP_ENFORCE_PV_FEATURE_CPUID) on vCPU {vcpu}")]
+    Enforce {
+        /// The vCPU id.
+        vcpu: u64,
+        /// The ioctl's error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// `KVM_CREATE_VCPU` failed.
+    #[error("KVM_CREATE_VCPU {vcpu}")]
+    CreateVcpu {
+        /// The vCPU id.
+        vcpu: u64,
+        /// The ioctl's error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// A VM with its PV state applied. It gates vCPU creation so that VM-wide settings that KVM
+/// accepts only before the first vCPU are refused afterwards with a typed error.
+///
+/// ```no_run
+/// use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+/// use kvm_ioctls::Kvm;
+/// use pv_features::{config::PvConfig, cpuid::KvmFeatures, host::HostPv, setup::PvVm};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let kvm = Kvm::new()?;
+/// let host = HostPv::probe(&kvm)?;
+/// // Errors name the field, the value and the rule; host limits are dropped and reported.
+/// let effective = PvConfig::dedicated().resolve(&host, KvmFeatures::empty())?;
+/// let vm = kvm.create_vm()?;
+/// let pv = PvVm::configure_vm(&vm, effective)?; // exits and halt polling: before any vCPU
+/// let vcpu = pv.create_vcpu(&vm, 0)?;
+/// let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)?;
+/// pv.configure_vcpu(&vcpu, 0, &mut cpuid)?; // KVM leaves and enforcement: before MSRs
+/// println!("dropped: {:?}", pv.effective().dropped);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct PvVm {
+    effective: EffectivePv,
+    vcpus_created: AtomicUsize,
+}
+
+impl PvVm {
+    /// Applies the VM-wide part of `effective` to `vm`: disables its exits and sets halt
+    /// polling. Call it right after `KVM_CREATE_VM`, before any vCPU exists, and create the
+    /// vCPUs through [`PvVm::create_vcpu`].
+    pub fn configure_vm(vm: &VmFd, effective: EffectivePv) -> Result<Self, SetupError> {
+        exits::disable_exits(vm, effective.disable_exits, 0)?;
+        if let Some(ns) = effective.halt_poll_ns {
+            exits::set_halt_poll_ns(vm, ns)?;
+        }
+        Ok(Self {
+            effective,
+            vcpus_created: AtomicUsize::new(0),
+        })
+    }
+
+    /// The PV state this VM runs with.
+    pub fn effective(&self) -> &EffectivePv {
+        &self.effective
+    }
+
+    /// How many vCPUs were created through [`PvVm::create_vcpu`].
+    pub fn vcpus_created(&self) -> usize {
+        self.vcpus_created.load(Ordering::Acquire)
+    }
+
+    /// Creates vCPU `id` on `vm` and records that vCPUs exist.
+    pub fn create_vcpu(&self, vm: &VmFd, id: u64) -> Result<VcpuFd, SetupError> {
+        // Count first: from the moment the ioctl may succeed, exits must not change.
+        self.vcpus_created.fetch_add(1, Ordering::AcqRel);
+        vm.create_vcpu(id).map_err(|source| {
+            self.vcpus_created.fetch_sub(1, Ordering::AcqRel);
+            SetupError::CreateVcpu { vcpu: id, source }
+        })
+    }
+
+    /// Applies the per-vCPU part: merges the KVM leaves into `cpuid` (or removes them for
+    /// `features: off`), sets it with `KVM_SET_CPUID2`, then turns PV CPUID enforcement on.
+    /// Call it before restoring any MSR. Returns the KVM leaves' base, `None` without leaves.
+    pub fn configure_vcpu(
+        &self,
+        vcpu: &VcpuFd,
+        vcpu_id: u64,
+        cpuid: &mut CpuId,
+    ) -> Result<Option<u32>, SetupError> {
+        let base = if self.effective.leaves {
+            let base = merge_kvm_leaves(cpuid, self.effective.features, self.effective.hints)
+                .map_err(|source| SetupError::Cpuid {
+                    vcpu: vcpu_id,
+                    source,
+                })?;
+            Some(base)
+        } else {
+            remove_kvm_leaves(cpuid);
+            None
+        };
+        vcpu.set_cpuid2(cpuid)
+            .map_err(|source| SetupError::SetCpuid {
+                vcpu: vcpu_id,
+                source,
+            })?;
+        if self.effective.enforce_pv_cpuid {
+            let cap = kvm_enable_cap {
+                cap: KVM_CAP_ENFORCE_PV_FEATURE_CPUID,
+                args: [1, 0, 0, 0],
+                ..Default::default()
+            };
+            vcpu.enable_cap(&cap)
+                .map_err(|source| SetupError::Enforce {
+                    vcpu: vcpu_id,
+                    source,
+                })?;
+        }
+        Ok(base)
+    }
+
+    /// Changes the disabled exits; refused with [`ExitsError::VcpusExist`] once a vCPU
+    /// exists (the change then has to wait for the VM to be recreated, e.g. at reboot).
+    pub fn set_disable_exits(&mut self, vm: &VmFd, exits: DisableExits) -> Result<(), SetupError> {
+        exits::disable_exits(vm, exits, self.vcpus_created())?;
+        self.effective.disable_exits = exits;
+        Ok(())
+    }
+
+    /// Changes the VM's halt-poll limit; allowed at any time.
+    pub fn set_halt_poll_ns(&mut self, vm: &VmFd, ns: u32) -> Result<(), SetupError> {
+        exits::set_halt_poll_ns(vm, ns)?;
+        self.effective.halt_poll_ns = Some(ns);
+        Ok(())
+    }
+
+    /// A hypercall dispatcher with this VM's advertised features and enforcement.
+    pub fn dispatcher(&self, max_apic_id: u32, phys_bits: u8) -> Dispatcher {
+        Dispatcher {
+            features: self.effective.features,
+            enforce: self.effective.enforce_pv_cpuid,
+            max_apic_id,
+            phys_bits,
+        }
+    }
+}
