@@ -1,0 +1,592 @@
+//! The KVM lab harness.
+//!
+//! Development and CI machines are VMs whose `/dev/kvm` cannot run a real Linux guest, so
+//! tests that need real KVM run their workload through `scripts/lab/run`: it boots "L1"
+//! (the Debian cloud kernel under QEMU/TCG, with `kvm-amd` loaded, which gives a real
+//! `/dev/kvm`), runs the command there and returns its output and exit status. On a host
+//! with hardware virtualization the same script runs the command directly (see
+//! `scripts/lab/README.md`).
+//!
+//! This crate wraps that script ([`LabCommand`]), tells a lab failure (L1 died, panicked,
+//! timed out, had no `/dev/kvm`) from a failure of the command ([`LabError`]), prepares
+//! the guest's kernel and initramfs ([`GuestAssets`]) and parses what the lab cases print
+//! ([`peer`]).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Serialises lab runs within a test process.
+static LAB_LOCK: Mutex<()> = Mutex::new(());
+
+/// Exit status `scripts/lab/run` uses for its own failures (never the command's).
+pub const LAB_FAILURE_STATUS: i32 = 125;
+
+/// The lines (after `kvm-guest: `) a Linux guest prints when a PV feature is on.
+pub const PV_GUEST_LINES: [&str; 4] = [
+    "setup PV IPIs",
+    "KVM setup pv remote TLB flush",
+    "setup PV sched yield",
+    "PV spinlocks enabled",
+];
+
+/// The repository root (the parent of this crate's directory).
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| manifest.to_path_buf())
+}
+
+/// A script under the repository's `scripts/` directory.
+pub fn script(relative: &str) -> PathBuf {
+    repo_root().join("scripts").join(relative)
+}
+
+/// Where the command ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabMode {
+    /// Inside L1, the TCG-emulated machine with a real KVM.
+    Lab,
+    /// Directly on a host with hardware virtualization.
+    Direct,
+}
+
+/// Timings `scripts/lab/run` reports on its `lab: image ...` line (host wall clock).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LabTiming {
+    /// Building (or finding in the cache) the L1 initramfs.
+    pub image_s: f64,
+    /// From QEMU's start to L1 having loaded kvm-amd and being ready to run the command.
+    pub l1_boot_s: Option<f64>,
+    /// The command's run time inside L1.
+    pub command_s: Option<f64>,
+    /// The whole run.
+    pub total_s: f64,
+}
+
+impl LabTiming {
+    /// Parses the `lab: image 0.05s, L1 boot to kvm ready 3.08s, command 0.02s, total 3.25s`
+    /// line from the runner's stderr; `None` when there is none.
+    pub fn parse(stderr: &str) -> Option<Self> {
+        let line = stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("lab: image "))?;
+        let mut timing = LabTiming::default();
+        for part in line.trim_start_matches("lab: ").split(", ") {
+            let (label, value) = part.rsplit_once(' ')?;
+            let secs: f64 = value.trim_end_matches('s').parse().ok()?;
+            match label {
+                "image" => timing.image_s = secs,
+                "L1 boot to kvm ready" => timing.l1_boot_s = Some(secs),
+                "command" => timing.command_s = Some(secs),
+                "total" => timing.total_s = secs,
+                _ => {}
+            }
+        }
+        Some(timing)
+    }
+}
+
+/// What a lab run returned.
+#[derive(Debug, Clone)]
+pub struct LabOutput {
+    /// The command's exit status.
+    pub status: i32,
+    /// The command's stdout.
+    pub stdout: String,
+    /// The command's stderr, with the runner's own `lab: ...` lines.
+    pub stderr: String,
+    /// Lab or direct.
+    pub mode: LabMode,
+    /// The runner's timing line, when it printed one.
+    pub timing: Option<LabTiming>,
+    /// Where the runner kept L1's console log and the command's output.
+    pub log_dir: Option<PathBuf>,
+}
+
+impl LabOutput {
+    /// Returns `self` when the command exited 0, else a [`LabError::CommandFailed`].
+    pub fn success(self, what: &str) -> Result<Self, LabError> {
+        if self.status == 0 {
+            Ok(self)
+        } else {
+            Err(LabError::CommandFailed {
+                what: what.to_string(),
+                status: self.status,
+                stdout_tail: tail(&self.stdout, 60),
+                stderr_tail: tail(&self.stderr, 60),
+                log_dir: self.log_dir,
+            })
+        }
+    }
+}
+
+/// Why a lab run did not give a usable result.
+#[derive(Debug)]
+pub enum LabError {
+    /// A lab script could not be started.
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A preparation script failed.
+    Script {
+        /// The program.
+        program: PathBuf,
+        /// Its exit status, if it exited.
+        status: Option<i32>,
+        /// Its stderr.
+        stderr: String,
+    },
+    /// The lab itself failed: QEMU did not start, L1 had no `/dev/kvm`, L1 panicked,
+    /// died or reset without the exit marker, or the run timed out.
+    LabFailure {
+        /// The runner's `LAB FAILURE:` reason.
+        reason: String,
+        /// The runner's stderr from the reason on: the console tail, QEMU's output.
+        details: String,
+        /// Where the logs are.
+        log_dir: Option<PathBuf>,
+    },
+    /// The command ran to completion and failed.
+    CommandFailed {
+        /// What the command was for.
+        what: String,
+        /// Its exit status.
+        status: i32,
+        /// The end of its stdout.
+        stdout_tail: String,
+        /// The end of its stderr.
+        stderr_tail: String,
+        /// Where the logs are.
+        log_dir: Option<PathBuf>,
+    },
+}
+
+impl fmt::Display for LabError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LabError::Spawn { program, source } => {
+                write!(f, "cannot run {}: {source}", program.display())
+            }
+            LabError::Script {
+                program,
+                status,
+                stderr,
+            } => write!(
+                f,
+                "{} failed (status {status:?}):\n{}",
+                program.display(),
+                tail(stderr, 40)
+            ),
+            LabError::LabFailure {
+                reason,
+                details,
+                log_dir,
+            } => write!(
+                f,
+                "LAB FAILURE (not a test result): {reason}\nlogs: {}\n{details}",
+                display_opt(log_dir)
+            ),
+            LabError::CommandFailed {
+                what,
+                status,
+                stdout_tail,
+                stderr_tail,
+                log_dir,
+            } => write!(
+                f,
+                "{what}: command exited with status {status}\nlogs: {}\n--- stdout (tail) ---\n{stdout_tail}\n--- stderr (tail) ---\n{stderr_tail}",
+                display_opt(log_dir)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LabError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LabError::Spawn { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn display_opt(p: &Option<PathBuf>) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "-".to_string())
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A command to run with real KVM through `scripts/lab/run`.
+#[derive(Debug, Clone)]
+pub struct LabCommand {
+    args: Vec<OsString>,
+    files: Vec<(PathBuf, Option<PathBuf>)>,
+    envs: Vec<(String, String)>,
+    timeout: Duration,
+}
+
+impl LabCommand {
+    /// A command line: the program, then its arguments.
+    pub fn new<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        LabCommand {
+            args: args.into_iter().map(Into::into).collect(),
+            files: Vec::new(),
+            envs: Vec::new(),
+            timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// Copies a host file or directory into L1 at the same path (a dynamic ELF brings its
+    /// shared libraries).
+    pub fn file(mut self, host: impl Into<PathBuf>) -> Self {
+        self.files.push((host.into(), None));
+        self
+    }
+
+    /// Copies a host file or directory into L1 at `guest`.
+    pub fn file_at(mut self, host: impl Into<PathBuf>, guest: impl Into<PathBuf>) -> Self {
+        self.files.push((host.into(), Some(guest.into())));
+        self
+    }
+
+    /// Sets an environment variable for the command.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.envs.push((name.into(), value.into()));
+        self
+    }
+
+    /// Limits the whole run (L1 boot included).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs it. A lab failure is an `Err`; a command that ran and exited non-zero is an
+    /// `Ok` with that status (see [`LabOutput::success`]).
+    pub fn run(&self) -> Result<LabOutput, LabError> {
+        // One lab run at a time per process: parallel tests would otherwise build images
+        // while another L1 runs and slow it down (scripts/lab/run also holds a lock
+        // across processes).
+        let _one_at_a_time = LAB_LOCK.lock().unwrap_or_else(|poison| poison.into_inner());
+        let runner = script("lab/run");
+        let mut cmd = Command::new(&runner);
+        cmd.arg("--quiet")
+            .arg("--timeout")
+            .arg(self.timeout.as_secs().max(1).to_string());
+        for (host, guest) in &self.files {
+            let mut spec = OsString::from(host.as_os_str());
+            if let Some(guest) = guest {
+                spec.push(":");
+                spec.push(guest.as_os_str());
+            }
+            cmd.arg("--file").arg(spec);
+        }
+        for (name, value) in &self.envs {
+            cmd.arg("--env").arg(format!("{name}={value}"));
+        }
+        cmd.arg("--").args(&self.args);
+        let out = cmd.output().map_err(|source| LabError::Spawn {
+            program: runner.clone(),
+            source,
+        })?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let log_dir = stderr.lines().find_map(|l| {
+            l.strip_prefix("lab: L1 boot (logs: ")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .map(PathBuf::from)
+        });
+        let mode = if stderr.lines().any(|l| l.starts_with("lab: direct mode")) {
+            LabMode::Direct
+        } else {
+            LabMode::Lab
+        };
+        let status = out.status.code().unwrap_or(-1);
+        if let Some(pos) = stderr.find("LAB FAILURE: ") {
+            let rest = &stderr[pos + "LAB FAILURE: ".len()..];
+            let (reason, details) = rest.split_once('\n').unwrap_or((rest, ""));
+            return Err(LabError::LabFailure {
+                reason: reason.to_string(),
+                details: details.to_string(),
+                log_dir,
+            });
+        }
+        if status == LAB_FAILURE_STATUS || out.status.code().is_none() {
+            return Err(LabError::LabFailure {
+                reason: format!("scripts/lab/run ended with {} without a reason", out.status),
+                details: tail(&stderr, 40),
+                log_dir,
+            });
+        }
+        Ok(LabOutput {
+            status,
+            timing: LabTiming::parse(&stderr),
+            stdout,
+            stderr,
+            mode,
+            log_dir,
+        })
+    }
+}
+
+/// The guest (L2) kernel and initramfs, prepared by the repository's scripts.
+#[derive(Debug, Clone)]
+pub struct GuestAssets {
+    /// The Debian cloud kernel's bzImage (the same kernel L1 runs).
+    pub kernel: PathBuf,
+    /// The small busybox initramfs of `scripts/build-guest-initramfs`.
+    pub initramfs: PathBuf,
+}
+
+impl GuestAssets {
+    /// Installs the lab's host tools when missing (`scripts/lab/install-qemu`), fetches
+    /// the kernel (cached) and builds the default guest initramfs (cached).
+    pub fn prepare() -> Result<Self, LabError> {
+        run_script(&script("lab/install-qemu"), &[])?;
+        let kernel_info = run_script(&script("lab/fetch-kernel"), &[])?;
+        let kernel = kernel_info
+            .lines()
+            .find_map(|l| l.strip_prefix("BZIMAGE="))
+            .map(PathBuf::from)
+            .ok_or_else(|| LabError::Script {
+                program: script("lab/fetch-kernel"),
+                status: Some(0),
+                stderr: format!("no BZIMAGE= line in its output:\n{kernel_info}"),
+            })?;
+        let initramfs = PathBuf::from(run_script(&script("build-guest-initramfs"), &[])?.trim());
+        Ok(GuestAssets { kernel, initramfs })
+    }
+}
+
+/// Runs a preparation script and returns its stdout.
+fn run_script(program: &Path, args: &[&str]) -> Result<String, LabError> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| LabError::Spawn {
+            program: program.to_path_buf(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(LabError::Script {
+            program: program.to_path_buf(),
+            status: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Finds a program on `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Parsing what `integration-tests/lab-cases/qemu-peer.sh` prints.
+pub mod peer {
+    use super::*;
+
+    /// One guest boot under a peer VMM.
+    #[derive(Debug, Clone, Default, PartialEq)]
+    pub struct CaseResult {
+        /// The case's label.
+        pub name: String,
+        /// The `-cpu` argument it ran with.
+        pub cpu: String,
+        /// The guest's console, one entry per line.
+        pub guest_log: Vec<String>,
+        /// Seconds from the VMM's start to the guest's `@@GUEST-DONE@@`.
+        pub boot_s: Option<f64>,
+        /// The VM's KVM statistics (debugfs), by name.
+        pub stats: BTreeMap<String, u64>,
+        /// `None` while unfinished; `Some(Ok(()))` or `Some(Err(reason))`.
+        pub end: Option<Result<(), String>>,
+    }
+
+    impl CaseResult {
+        /// The text after `kvm-guest: ` of every such guest line.
+        pub fn kvm_guest_lines(&self) -> Vec<&str> {
+            self.guest_log
+                .iter()
+                .filter_map(|l| l.split_once("kvm-guest: ").map(|(_, rest)| rest.trim()))
+                .collect()
+        }
+
+        /// Which of [`PV_GUEST_LINES`] the guest printed.
+        pub fn pv_lines_present(&self) -> Vec<&'static str> {
+            let lines = self.kvm_guest_lines();
+            PV_GUEST_LINES
+                .iter()
+                .copied()
+                .filter(|want| lines.iter().any(|l| l == want))
+                .collect()
+        }
+
+        /// A statistic, 0 when absent.
+        pub fn stat(&self, name: &str) -> u64 {
+            self.stats.get(name).copied().unwrap_or(0)
+        }
+    }
+
+    /// Parses the case script's output into its cases, in order.
+    pub fn parse_cases(stdout: &str) -> Vec<CaseResult> {
+        let mut cases: Vec<CaseResult> = Vec::new();
+        for line in stdout.lines() {
+            let line = line.trim_end_matches('\r');
+            if let Some(rest) = marker(line, "@@CASE ") {
+                let mut words = rest.splitn(3, ' ');
+                let name = words.next().unwrap_or_default().to_string();
+                let kind = words.next().unwrap_or_default();
+                let arg = words.next().unwrap_or_default();
+                if kind == "BEGIN" {
+                    cases.push(CaseResult {
+                        name,
+                        cpu: arg.to_string(),
+                        ..CaseResult::default()
+                    });
+                    continue;
+                }
+                let Some(case) = cases.iter_mut().rev().find(|c| c.name == name) else {
+                    continue;
+                };
+                match kind {
+                    "BOOT" => case.boot_s = arg.parse().ok(),
+                    "END" if arg == "ok" => case.end = Some(Ok(())),
+                    "END" => {
+                        case.end = Some(Err(arg.trim_start_matches("fail ").to_string()));
+                    }
+                    _ => {}
+                }
+            } else if let Some(rest) = marker(line, "@@STAT ") {
+                let mut words = rest.split(' ');
+                if let (Some(name), Some(stat), Some(value)) =
+                    (words.next(), words.next(), words.next())
+                {
+                    if let (Some(case), Ok(v)) = (
+                        cases.iter_mut().rev().find(|c| c.name == name),
+                        value.parse::<u64>(),
+                    ) {
+                        case.stats.insert(stat.to_string(), v);
+                    }
+                }
+            } else if let Some(rest) = line.strip_prefix("L2| ") {
+                if let Some(case) = cases.last_mut() {
+                    case.guest_log.push(rest.to_string());
+                }
+            }
+        }
+        cases
+    }
+
+    /// The inside of `@@<prefix>...@@`.
+    fn marker<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+        line.trim()
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix("@@"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer::parse_cases;
+    use super::*;
+
+    #[test]
+    fn timing_line_parses() {
+        let stderr = "lab: L1 boot (logs: /x)\nerr\nlab: image 0.05s, L1 boot to kvm ready 3.08s, command 0.02s, total 3.25s\n";
+        let t = LabTiming::parse(stderr).expect("timing line");
+        assert_eq!(t.image_s, 0.05);
+        assert_eq!(t.l1_boot_s, Some(3.08));
+        assert_eq!(t.command_s, Some(0.02));
+        assert_eq!(t.total_s, 3.25);
+        assert!(LabTiming::parse("nothing here").is_none());
+    }
+
+    #[test]
+    fn timing_line_without_command_parses() {
+        let t = LabTiming::parse("lab: image 1.14s, L1 boot to kvm ready 3.53s, total 9.20s")
+            .expect("timing line");
+        assert_eq!(t.command_s, None);
+        assert_eq!(t.total_s, 9.2);
+    }
+
+    #[test]
+    fn cases_parse() {
+        let out = "\
+@@CASE on BEGIN host@@
+L2| [    0.101011] kvm-guest: KVM setup pv remote TLB flush
+L2| [    0.101244] kvm-guest: setup PV sched yield
+L2| [    0.133895] kvm-guest: PV spinlocks enabled\r
+L2| [    0.403577] kvm-guest: setup PV IPIs
+@@CASE on BOOT 5.56@@
+@@CASE on END ok@@
+@@CASE off BEGIN host,kvm-pv-ipi=off@@
+L2| [    0.144668] kvm-guest: PV spinlocks disabled, no host support
+@@CASE off BOOT 10.90@@
+@@CASE off END fail guest not done after 120s@@
+@@STAT on hypercalls 47@@
+@@STAT on exits 18219@@
+@@STAT off hypercalls 0@@
+@@STAT off bogus x@@
+";
+        let cases = parse_cases(out);
+        assert_eq!(cases.len(), 2);
+        let on = &cases[0];
+        assert_eq!(on.cpu, "host");
+        assert_eq!(on.pv_lines_present().len(), 4);
+        assert_eq!(on.boot_s, Some(5.56));
+        assert_eq!(on.end, Some(Ok(())));
+        assert_eq!(on.stat("hypercalls"), 47);
+        assert_eq!(on.stat("exits"), 18219);
+        let off = &cases[1];
+        assert_eq!(off.cpu, "host,kvm-pv-ipi=off");
+        assert!(off.pv_lines_present().is_empty());
+        assert_eq!(
+            off.kvm_guest_lines(),
+            vec!["PV spinlocks disabled, no host support"]
+        );
+        assert_eq!(off.end, Some(Err("guest not done after 120s".to_string())));
+        assert_eq!(off.stat("hypercalls"), 0);
+        assert!(!off.stats.contains_key("bogus"));
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+        assert_eq!(tail("", 5), "");
+    }
+
+    #[test]
+    fn repo_root_holds_the_lab_scripts() {
+        assert!(
+            script("lab/run").is_file(),
+            "{}",
+            script("lab/run").display()
+        );
+    }
+}

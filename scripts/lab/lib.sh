@@ -1,0 +1,64 @@
+# shellcheck shell=bash
+# Shared helpers for the KVM lab scripts. Source it; do not execute it.
+#
+# Sets:
+#   LAB_DIR    directory of the lab scripts (scripts/lab)
+#   REPO       repository root
+#   PV_CACHE   cache root (default: $REPO/.cache)
+#   LAB_CACHE  $PV_CACHE/lab
+
+LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$LAB_DIR/../.." && pwd)"
+PV_CACHE="${PV_CACHE:-$REPO/.cache}"
+# shellcheck disable=SC2034 # used by the scripts that source this file
+LAB_CACHE="$PV_CACHE/lab"
+export PV_CACHE
+
+# Exit status the lab uses for its own failures (never the command's).
+# shellcheck disable=SC2034
+LAB_FAILURE_STATUS=125
+
+# Print a message prefixed with the calling script's name, on stderr.
+log() {
+    printf '%s: %s\n' "${0##*/}" "$*" >&2
+}
+
+# Print an error and exit 1.
+die() {
+    printf '%s: error: %s\n' "${0##*/}" "$*" >&2
+    exit 1
+}
+
+# need CMD [PACKAGE]: fail with a message naming the missing command and its package.
+need() {
+    local cmd="$1" pkg="${2:-$1}"
+    command -v "$cmd" >/dev/null 2>&1 ||
+        die "'$cmd' not found (Debian package '$pkg'; scripts/lab/install-qemu installs the lab's host tools)"
+}
+
+# Run 'apt-get update' at most once per 12 hours (the stamp lives in /var/tmp),
+# or always when called with 'force'. Serialised with other lab scripts.
+apt_update_once() {
+    local stamp=/var/tmp/pv-lab-apt-update.stamp
+    fresh() { [[ -f "$stamp" && -n "$(find "$stamp" -mmin -720 2>/dev/null)" ]]; }
+    [[ "${1:-}" != force ]] && fresh && return 0
+    [[ "$(id -u)" == 0 ]] || die "apt-get update needs root"
+    (
+        flock -w 900 7 || die "waited 900 s for another apt-get update"
+        # Someone else may have just done it.
+        [[ "${1:-}" != force ]] && fresh && exit 0
+        log "apt-get update"
+        apt-get update -qq -o DPkg::Lock::Timeout=300 >&2 || die "apt-get update failed"
+        touch "$stamp"
+    ) 7>>/var/tmp/pv-lab-apt.lock
+}
+
+# sha256 of stdin, hex only.
+sha256_stdin() {
+    sha256sum | cut -d' ' -f1
+}
+
+# sha256 of a file, hex only.
+sha256_file() {
+    sha256sum -- "$1" | cut -d' ' -f1
+}
