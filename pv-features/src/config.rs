@@ -220,7 +220,7 @@ impl PvConfig {
 
         let mut negotiated = negotiate(NegotiationInput {
             requested: self.features.requested(),
-            host: host.features,
+            host: host.backable(),
             vmm_backs,
             disable_exits,
         });
@@ -346,16 +346,27 @@ mod tests {
             dropped,
             ["msi_ext_dest_id", "hc_map_gpa_range", "migration_control"]
         );
-        assert!(eff
+        assert!(eff.dropped.iter().all(|d| d.reason == DropReason::VmmLacks));
+
+        // Without a user-space MAP_GPA_RANGE exit the host cannot back hc_map_gpa_range.
+        let mut h = host();
+        h.exit_hypercall_mask = 0;
+        let eff = PvConfig::default()
+            .resolve(&h, KvmFeatures::HC_MAP_GPA_RANGE)
+            .expect("valid");
+        let reason = eff
             .dropped
             .iter()
-            .all(|d| d.reason == DropReason::HostLacks));
+            .find(|d| d.feature == "hc_map_gpa_range")
+            .map(|d| d.reason);
+        assert_eq!(reason, Some(DropReason::HostLacks));
     }
 
     #[test]
     fn vmm_backed_features_need_the_vmm() {
-        let mut h = host();
-        h.features |= KvmFeatures::MSI_EXT_DEST_ID;
+        // The host's supported CPUID lacks msi_ext_dest_id (KVM never reports it); the VMM
+        // alone decides it.
+        let h = host();
         let eff = PvConfig::default()
             .resolve(&h, KvmFeatures::empty())
             .expect("valid");
