@@ -1,0 +1,233 @@
+//! Port I/O devices: the 8250 serial port (vm-superio) on COM1 with IRQ 4, the ACPI sleep
+//! and reset registers, an i8042 that only knows the reset command, and a CMOS clock.
+//! Everything else reads as all ones and ignores writes, as absent hardware does. Every
+//! access is bounded by its length and port; nothing a guest writes can make the VMM fail.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::acpi;
+
+/// COM1's base port.
+pub const COM1_PORT: u16 = 0x3f8;
+/// COM1's interrupt line.
+pub const COM1_IRQ: u32 = 4;
+const I8042_COMMAND_PORT: u16 = 0x64;
+const I8042_RESET_COMMAND: u8 = 0xfe;
+const CMOS_INDEX_PORT: u16 = 0x70;
+const CMOS_DATA_PORT: u16 = 0x71;
+
+/// What a port write asks of the VMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmRequest {
+    /// The guest powered off (ACPI S5).
+    PowerOff,
+    /// The guest asked for a reset (ACPI reset register or i8042).
+    Reset,
+}
+
+/// Raises the serial interrupt through an eventfd registered as an irqfd.
+#[derive(Debug)]
+pub struct IrqTrigger(pub EventFd);
+
+impl Trigger for IrqTrigger {
+    type E = std::io::Error;
+
+    fn trigger(&self) -> std::io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// Where serial output goes.
+pub type SerialOut = Box<dyn Write + Send>;
+
+/// The serial device, shared by the vCPU threads and the stdin reader.
+pub type SharedSerial = Arc<Mutex<Serial<IrqTrigger, vm_superio::serial::NoEvents, SerialOut>>>;
+
+/// Locks a device; a poisoned lock (a thread panicked while holding it) still gives access,
+/// since the device state is plain data.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The port I/O bus of one VM.
+pub struct PioBus {
+    serial: SharedSerial,
+    cmos_index: Mutex<u8>,
+}
+
+impl std::fmt::Debug for PioBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PioBus").finish_non_exhaustive()
+    }
+}
+
+impl PioBus {
+    /// A bus with `serial` on COM1.
+    pub fn new(serial: SharedSerial) -> Self {
+        Self {
+            serial,
+            cmos_index: Mutex::new(0),
+        }
+    }
+
+    /// Handles a guest read of `data.len()` bytes from `port`.
+    pub fn read(&self, port: u16, data: &mut [u8]) {
+        data.fill(0xff);
+        let Some(first) = data.first_mut() else {
+            return;
+        };
+        match port {
+            p if (COM1_PORT..COM1_PORT + 8).contains(&p) => {
+                *first = lock(&self.serial).read((p - COM1_PORT) as u8);
+            }
+            acpi::SLEEP_STATUS_PORT | acpi::SLEEP_CONTROL_PORT | acpi::RESET_PORT => *first = 0,
+            // i8042: status "no data, input buffer empty".
+            I8042_COMMAND_PORT | 0x60 => *first = 0,
+            CMOS_DATA_PORT => *first = cmos_read(*lock(&self.cmos_index)),
+            CMOS_INDEX_PORT => *first = *lock(&self.cmos_index),
+            _ => log::trace!("unhandled port read {port:#x} ({} bytes)", data.len()),
+        }
+    }
+
+    /// Handles a guest write to `port`; returns what the VMM must do, if anything.
+    pub fn write(&self, port: u16, data: &[u8]) -> Option<VmRequest> {
+        let value = *data.first()?;
+        match port {
+            p if (COM1_PORT..COM1_PORT + 8).contains(&p) => {
+                if let Err(e) = lock(&self.serial).write((p - COM1_PORT) as u8, value) {
+                    log::warn!("serial write: {e:?}");
+                }
+                None
+            }
+            acpi::SLEEP_CONTROL_PORT if value == acpi::s5_request() => Some(VmRequest::PowerOff),
+            acpi::RESET_PORT if value == acpi::RESET_VALUE => Some(VmRequest::Reset),
+            I8042_COMMAND_PORT if value == I8042_RESET_COMMAND => Some(VmRequest::Reset),
+            CMOS_INDEX_PORT => {
+                // Bit 7 is the NMI mask, not part of the index.
+                *lock(&self.cmos_index) = value & 0x7f;
+                None
+            }
+            _ => {
+                log::trace!("unhandled port write {port:#x} = {data:x?}");
+                None
+            }
+        }
+    }
+}
+
+/// Reads a CMOS register: the RTC from the host's UTC clock in BCD (24-hour), status
+/// registers saying "no update in progress", everything else 0.
+fn cmos_read(index: u8) -> u8 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: gmtime_r only writes the `tm` we pass and reads `now`; both live on this stack.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::gmtime_r(&now, &mut tm);
+        tm
+    };
+    let bcd = |v: i32| {
+        let v = v.clamp(0, 99) as u8;
+        ((v / 10) << 4) | (v % 10)
+    };
+    match index {
+        0x00 => bcd(tm.tm_sec),
+        0x02 => bcd(tm.tm_min),
+        0x04 => bcd(tm.tm_hour),
+        0x06 => bcd(tm.tm_wday + 1),
+        0x07 => bcd(tm.tm_mday),
+        0x08 => bcd(tm.tm_mon + 1),
+        0x09 => bcd(tm.tm_year % 100),
+        0x32 => bcd((tm.tm_year + 1900) / 100),
+        0x0a => 0x26, // divider on, 1024 Hz, no update in progress
+        0x0b => 0x02, // 24-hour mode, BCD
+        0x0d => 0x80, // RTC power good
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bus() -> (PioBus, Arc<Mutex<Vec<u8>>>) {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                lock(&self.0).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let evt = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
+        let serial = Serial::new(IrqTrigger(evt), Box::new(Sink(out.clone())) as SerialOut);
+        (PioBus::new(Arc::new(Mutex::new(serial))), out)
+    }
+
+    #[test]
+    fn serial_output_reaches_the_sink() {
+        let (bus, out) = bus();
+        for b in b"hi\n" {
+            assert_eq!(bus.write(COM1_PORT, &[*b]), None);
+        }
+        assert_eq!(lock(&out).as_slice(), b"hi\n");
+    }
+
+    #[test]
+    fn power_off_and_reset_requests() {
+        let (bus, _) = bus();
+        assert_eq!(
+            bus.write(acpi::SLEEP_CONTROL_PORT, &[0x34]),
+            Some(VmRequest::PowerOff)
+        );
+        assert_eq!(
+            bus.write(acpi::SLEEP_CONTROL_PORT, &[0x14]),
+            None,
+            "S1 is not power-off"
+        );
+        assert_eq!(bus.write(acpi::RESET_PORT, &[1]), Some(VmRequest::Reset));
+        assert_eq!(bus.write(acpi::RESET_PORT, &[2]), None);
+        assert_eq!(
+            bus.write(I8042_COMMAND_PORT, &[0xfe]),
+            Some(VmRequest::Reset)
+        );
+        assert_eq!(bus.write(I8042_COMMAND_PORT, &[0xff]), None);
+    }
+
+    #[test]
+    fn hostile_accesses_are_harmless() {
+        let (bus, _) = bus();
+        for port in [0u16, 0x80, 0xcf8, 0xcfc, 0x3ff, 0x600, 0xffff] {
+            let mut big = [0u8; 8];
+            bus.read(port, &mut big);
+            bus.read(port, &mut []);
+            assert_eq!(bus.write(port, &[]), None);
+            let _ = bus.write(port, &[0xff; 4]);
+        }
+        let mut data = [0u8; 4];
+        bus.read(0xcfc, &mut data);
+        assert_eq!(data, [0xff; 4], "absent PCI reads as ones");
+    }
+
+    #[test]
+    fn cmos_reports_a_settled_clock() {
+        let (bus, _) = bus();
+        let mut v = [0u8];
+        bus.write(CMOS_INDEX_PORT, &[0x8a]);
+        bus.read(CMOS_DATA_PORT, &mut v);
+        assert_eq!(v[0] & 0x80, 0, "update-in-progress must be clear");
+        bus.write(CMOS_INDEX_PORT, &[0x09]);
+        bus.read(CMOS_DATA_PORT, &mut v);
+        assert!(v[0] >> 4 <= 9 && v[0] & 0xf <= 9, "BCD year {:#x}", v[0]);
+    }
+}
