@@ -1,11 +1,14 @@
-//! ACPI tables: how the guest finds its vCPUs (MADT) and how it powers off and resets
-//! (a hardware-reduced FADT with sleep control/status and reset registers on I/O ports, and
-//! a DSDT whose `_S5_` object gives the power-off sleep type). Built with the `acpi_tables`
+//! ACPI tables: how the guest finds its vCPUs (MADT) and how it powers off and resets (a
+//! FADT with a PM1a event/control register block and a reset register on I/O ports, and a
+//! DSDT whose `_S5_` object gives the power-off sleep type). Built with the `acpi_tables`
 //! crate and placed in the BIOS area, where the RSDP is found by the legacy scan and through
 //! `boot_params.acpi_rsdp_addr`.
 //!
 //! Chosen over an MP table because the guest's `poweroff -f` needs a way to tell the VMM:
-//! with ACPI it writes the S5 sleep value to the sleep control register, which ends the VMM.
+//! with ACPI it writes the S5 sleep type with SLP_EN to PM1a control, which ends the VMM.
+//! Not hardware-reduced ACPI: that would hide the legacy PIC and PIT, and a guest without
+//! kvmclock (`kvm_pv=off`) then has no timer to calibrate its TSC and local APIC timer
+//! against and hangs early in boot.
 
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -24,20 +27,28 @@ const OEM_ID: [u8; 6] = *b"PVVMM ";
 const OEM_TABLE_ID: [u8; 8] = *b"PVVMM   ";
 const OEM_REVISION: u32 = 1;
 
-/// The sleep control register: the guest writes `SLP_TYP << 2 | SLP_EN` (0x34 for S5).
-pub const SLEEP_CONTROL_PORT: u16 = 0x600;
-/// The sleep status register (reads as 0: no wake event).
-pub const SLEEP_STATUS_PORT: u16 = 0x601;
+/// PM1a event block: status (2 bytes) and enable (2 bytes); reads as "nothing pending".
+pub const PM1A_EVT_PORT: u16 = 0x600;
+/// Length of the PM1a event block.
+pub const PM1A_EVT_LEN: u16 = 4;
+/// PM1a control register (16 bits): the guest writes `SLP_TYP << 10 | SLP_EN` to sleep.
+pub const PM1A_CNT_PORT: u16 = 0x604;
+/// Length of the PM1a control register.
+pub const PM1A_CNT_LEN: u16 = 2;
 /// The reset register: the guest writes [`RESET_VALUE`] to reboot.
-pub const RESET_PORT: u16 = 0x602;
+pub const RESET_PORT: u16 = 0x608;
 /// The value that requests a reset.
 pub const RESET_VALUE: u8 = 1;
 /// The S5 (soft off) sleep type, as `_S5_` advertises it.
 pub const S5_SLEEP_TYPE: u8 = 5;
-/// `SLP_EN` in the sleep control register.
-pub const SLEEP_ENABLE: u8 = 1 << 5;
-/// Where `SLP_TYP` sits in the sleep control register.
-pub const SLEEP_TYPE_SHIFT: u8 = 2;
+/// `SLP_EN` in PM1 control.
+pub const PM1_SLP_EN: u16 = 1 << 13;
+/// Where `SLP_TYP` sits in PM1 control (bits 12:10).
+pub const PM1_SLP_TYP_SHIFT: u16 = 10;
+/// `SCI_EN` in PM1 control: the platform is in ACPI mode (there is no SMI to switch it).
+pub const PM1_SCI_EN: u16 = 1;
+/// The SCI's interrupt line.
+pub const SCI_IRQ: u16 = 9;
 
 /// Errors of writing the tables.
 #[derive(Debug, thiserror::Error)]
@@ -62,11 +73,10 @@ pub fn write_tables(mem: &GuestMemoryMmap, vcpus: u32) -> Result<GuestAddress, A
     let rsdp_at = layout::RSDP_START;
     let xsdt_at = align(rsdp_at.0 + Rsdp::len() as u64);
 
-    // The DSDT: `_S5_` (the power-off sleep type) and COM1. A hardware-reduced platform has
-    // no legacy PIC, so Linux maps no ISA interrupt by itself: COM1's IRQ 4 reaches the
-    // IOAPIC only because its `_CRS` names GSI 4.
+    // The DSDT: `_S5_` (the power-off sleep type) and COM1 with its port range and IRQ 4,
+    // so that the 8250 driver binds to a described device.
     let mut dsdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    let s5 = aml::Package::new(vec![&S5_SLEEP_TYPE, &0u8, &0u8, &0u8]);
+    let s5 = aml::Package::new(vec![&S5_SLEEP_TYPE, &S5_SLEEP_TYPE, &0u8, &0u8]);
     aml::Name::new("_S5_".into(), &s5).to_aml_bytes(&mut dsdt);
     com1_device().to_aml_bytes(&mut dsdt);
 
@@ -93,24 +103,28 @@ pub fn write_tables(mem: &GuestMemoryMmap, vcpus: u32) -> Result<GuestAddress, A
         return Err(AcpiError::TooLarge(end - rsdp_at.0));
     }
 
-    let io = |port: u16| {
+    let io = |port: u16, bits: u8| {
         GAS::new(
             AddressSpace::SystemIo,
-            8,
+            bits,
             0,
-            AccessSize::ByteAccess,
+            AccessSize::Undefined,
             u64::from(port),
         )
     };
     let mut fadt = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
-        .flag(Flags::HwReducedAcpi)
         .flag(Flags::ResetRegSup)
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton)
         .dsdt_64(dsdt_at);
-    fadt.sleep_control_reg = io(SLEEP_CONTROL_PORT);
-    fadt.sleep_status_reg = io(SLEEP_STATUS_PORT);
-    fadt.reset_reg = io(RESET_PORT);
+    fadt.sci_int = SCI_IRQ.into();
+    fadt.pm1a_evt_blk = u32::from(PM1A_EVT_PORT).into();
+    fadt.pm1_evt_len = PM1A_EVT_LEN as u8;
+    fadt.x_pm1a_evt_blk = io(PM1A_EVT_PORT, (PM1A_EVT_LEN * 8) as u8);
+    fadt.pm1a_cnt_blk = u32::from(PM1A_CNT_PORT).into();
+    fadt.pm1_cnt_len = PM1A_CNT_LEN as u8;
+    fadt.x_pm1a_cnt_blk = io(PM1A_CNT_PORT, (PM1A_CNT_LEN * 8) as u8);
+    fadt.reset_reg = io(RESET_PORT, 8);
     fadt.reset_value = RESET_VALUE;
     fadt.hypervisor_vendor_identity = u64::from_le_bytes(*b"PVVMM\0\0\0").into();
     let fadt = fadt.finalize();
@@ -173,9 +187,9 @@ fn align(addr: u64) -> u64 {
     (addr + 15) & !15
 }
 
-/// The value a guest writes to the sleep control register to power off.
-pub const fn s5_request() -> u8 {
-    (S5_SLEEP_TYPE << SLEEP_TYPE_SHIFT) | SLEEP_ENABLE
+/// Whether a PM1a control value asks for S5 (power off).
+pub fn is_power_off(pm1_cnt: u16) -> bool {
+    pm1_cnt & PM1_SLP_EN != 0 && (pm1_cnt >> PM1_SLP_TYP_SHIFT) & 0x7 == u16::from(S5_SLEEP_TYPE)
 }
 
 #[cfg(test)]
@@ -229,8 +243,11 @@ mod tests {
 
     #[test]
     fn s5_value_matches_linux() {
-        // Linux writes (SLP_TYPa << 2) | SLP_EN to the sleep control register.
-        assert_eq!(s5_request(), 0x34);
+        // Linux writes SLP_TYPa << 10 first, then the same with SLP_EN (bit 13).
+        assert!(!is_power_off(5 << 10));
+        assert!(is_power_off((5 << 10) | (1 << 13) | 1));
+        assert!(!is_power_off((3 << 10) | (1 << 13)), "S3 is not power-off");
+        assert!(!is_power_off(PM1_SCI_EN));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Port I/O devices: the 8250 serial port (vm-superio) on COM1 with IRQ 4, the ACPI sleep
+//! Port I/O devices: the 8250 serial port (vm-superio) on COM1 with IRQ 4, the ACPI PM1a
 //! and reset registers, an i8042 that only knows the reset command, and a CMOS clock.
 //! Everything else reads as all ones and ignores writes, as absent hardware does. Every
 //! access is bounded by its length and port; nothing a guest writes can make the VMM fail.
@@ -84,7 +84,17 @@ impl PioBus {
             p if (COM1_PORT..COM1_PORT + 8).contains(&p) => {
                 *first = lock(&self.serial).read((p - COM1_PORT) as u8);
             }
-            acpi::SLEEP_STATUS_PORT | acpi::SLEEP_CONTROL_PORT | acpi::RESET_PORT => *first = 0,
+            p if (acpi::PM1A_EVT_PORT..acpi::PM1A_EVT_PORT + acpi::PM1A_EVT_LEN).contains(&p) => {
+                data.fill(0);
+            }
+            p if (acpi::PM1A_CNT_PORT..acpi::PM1A_CNT_PORT + acpi::PM1A_CNT_LEN).contains(&p) => {
+                let value = acpi::PM1_SCI_EN.to_le_bytes();
+                let offset = usize::from(p - acpi::PM1A_CNT_PORT);
+                for (i, byte) in data.iter_mut().enumerate() {
+                    *byte = value.get(offset + i).copied().unwrap_or(0);
+                }
+            }
+            acpi::RESET_PORT => *first = 0,
             // i8042: status "no data, input buffer empty".
             I8042_COMMAND_PORT | 0x60 => *first = 0,
             CMOS_DATA_PORT => *first = cmos_read(*lock(&self.cmos_index)),
@@ -103,7 +113,10 @@ impl PioBus {
                 }
                 None
             }
-            acpi::SLEEP_CONTROL_PORT if value == acpi::s5_request() => Some(VmRequest::PowerOff),
+            acpi::PM1A_CNT_PORT => {
+                let high = data.get(1).copied().unwrap_or(0);
+                acpi::is_power_off(u16::from_le_bytes([value, high])).then_some(VmRequest::PowerOff)
+            }
             acpi::RESET_PORT if value == acpi::RESET_VALUE => Some(VmRequest::Reset),
             I8042_COMMAND_PORT if value == I8042_RESET_COMMAND => Some(VmRequest::Reset),
             CMOS_INDEX_PORT => {
@@ -187,13 +200,23 @@ mod tests {
     fn power_off_and_reset_requests() {
         let (bus, _) = bus();
         assert_eq!(
-            bus.write(acpi::SLEEP_CONTROL_PORT, &[0x34]),
+            bus.write(acpi::PM1A_CNT_PORT, &[0x00, 0x14]),
+            None,
+            "SLP_TYP only"
+        );
+        assert_eq!(
+            bus.write(acpi::PM1A_CNT_PORT, &[0x01, 0x34]),
             Some(VmRequest::PowerOff)
         );
         assert_eq!(
-            bus.write(acpi::SLEEP_CONTROL_PORT, &[0x14]),
+            bus.write(acpi::PM1A_CNT_PORT, &[0x00, 0x2c]),
             None,
-            "S1 is not power-off"
+            "S3 is not power-off"
+        );
+        assert_eq!(
+            bus.write(acpi::PM1A_CNT_PORT, &[0x34]),
+            None,
+            "one byte: no SLP_EN"
         );
         assert_eq!(bus.write(acpi::RESET_PORT, &[1]), Some(VmRequest::Reset));
         assert_eq!(bus.write(acpi::RESET_PORT, &[2]), None);
@@ -202,6 +225,17 @@ mod tests {
             Some(VmRequest::Reset)
         );
         assert_eq!(bus.write(I8042_COMMAND_PORT, &[0xff]), None);
+    }
+
+    #[test]
+    fn pm1_control_reads_acpi_mode() {
+        let (bus, _) = bus();
+        let mut word = [0u8; 2];
+        bus.read(acpi::PM1A_CNT_PORT, &mut word);
+        assert_eq!(u16::from_le_bytes(word) & acpi::PM1_SCI_EN, 1);
+        let mut status = [0xffu8; 4];
+        bus.read(acpi::PM1A_EVT_PORT, &mut status);
+        assert_eq!(status, [0; 4]);
     }
 
     #[test]
