@@ -419,6 +419,8 @@ pub mod peer {
         pub cpu: String,
         /// The guest's console, one entry per line.
         pub guest_log: Vec<String>,
+        /// What the VMM itself logged (pv-vmm's stderr), one entry per line.
+        pub vmm_log: Vec<String>,
         /// Seconds from the VMM's start to the guest's `@@GUEST-DONE@@`.
         pub boot_s: Option<f64>,
         /// The VM's KVM statistics (debugfs), by name.
@@ -449,6 +451,13 @@ pub mod peer {
         /// A statistic, 0 when absent.
         pub fn stat(&self, name: &str) -> u64 {
             self.stats.get(name).copied().unwrap_or(0)
+        }
+
+        /// The inside of the first guest line `@@<prefix>...@@` (e.g. `CPUID-KVM `).
+        pub fn guest_marker(&self, prefix: &str) -> Option<&str> {
+            self.guest_log
+                .iter()
+                .find_map(|l| marker(l, &format!("@@{prefix}")))
         }
     }
 
@@ -496,6 +505,10 @@ pub mod peer {
             } else if let Some(rest) = line.strip_prefix("L2| ") {
                 if let Some(case) = cases.last_mut() {
                     case.guest_log.push(rest.to_string());
+                }
+            } else if let Some(rest) = line.strip_prefix("VMM| ") {
+                if let Some(case) = cases.last_mut() {
+                    case.vmm_log.push(rest.to_string());
                 }
             }
         }

@@ -41,6 +41,12 @@ pub enum BootError {
         #[source]
         source: std::io::Error,
     },
+    /// The file has no bzImage header.
+    #[error("{path} is not a bzImage kernel (no boot-sector signature 0xaa55 and `HdrS` header)")]
+    NotBzImage {
+        /// The path given.
+        path: String,
+    },
     /// The kernel is not a loadable bzImage.
     #[error("{path} is not a bzImage kernel this VMM can boot: {source}")]
     LoadKernel {
@@ -123,12 +129,7 @@ pub fn check_bzimage(path: &Path) -> Result<(), BootError> {
     let flag = u16::from_le_bytes([header[0x1fe], header[0x1ff]]);
     let magic = u32::from_le_bytes([header[0x202], header[0x203], header[0x204], header[0x205]]);
     if read < header.len() || flag != BOOT_FLAG || magic != HDR_MAGIC {
-        return Err(BootError::LoadKernel {
-            path: name,
-            source: linux_loader::loader::Error::Bzimage(
-                linux_loader::loader::bzimage::Error::InvalidBzImage,
-            ),
-        });
+        return Err(BootError::NotBzImage { path: name });
     }
     Ok(())
 }
@@ -159,12 +160,7 @@ pub fn load_linux(
         params.hdr = header;
     }
     if params.hdr.header != HDR_MAGIC || params.hdr.boot_flag != BOOT_FLAG {
-        return Err(BootError::LoadKernel {
-            path: name,
-            source: linux_loader::loader::Error::Bzimage(
-                linux_loader::loader::bzimage::Error::InvalidBzImage,
-            ),
-        });
+        return Err(BootError::NotBzImage { path: name });
     }
     params.hdr.type_of_loader = LOADER_TYPE_UNDEFINED;
     params.hdr.loadflags |= LOADED_HIGH;
@@ -430,7 +426,7 @@ mod tests {
         let file = vmm_sys_util::tempfile::TempFile::new().expect("temp");
         std::fs::write(file.as_path(), b"not a kernel").expect("write");
         let err = check_bzimage(file.as_path()).expect_err("not a bzImage");
-        assert!(err.to_string().contains("is not a bzImage"), "{err}");
+        assert!(err.to_string().contains("is not a bzImage kernel"), "{err}");
         let err = check_bzimage(Path::new("/nonexistent/kernel")).expect_err("missing");
         assert!(
             err.to_string()

@@ -141,6 +141,11 @@ pub fn parse_serial(value: &str) -> Result<SerialMode, ConfigError> {
     match value.trim() {
         "tty" => Ok(SerialMode::Tty),
         "null" | "off" => Ok(SerialMode::Null),
+        other if !other.contains('=') => Err(ConfigError::Unsupported {
+            flag: "--serial",
+            value: other.to_owned(),
+            reason: "expected tty, file=PATH or null",
+        }),
         other => {
             let mut parser = OptionParser::new("--serial", &["file"]);
             parser.parse(other)?;

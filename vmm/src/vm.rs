@@ -165,10 +165,11 @@ pub fn run_once(
         let base = hypervisor_glue::hooks::configure_vcpu_cpuid(&pv, &vcpu, id, &mut cpuid)?;
         if id == 0 {
             log::info!(
-                "KVM leaves at {}; features [{}], hints [{}]",
+                "KVM leaves at {}; features [{}], hints [{}], disabled exits [{}]",
                 base.map_or("none".to_owned(), |b| format!("{b:#x}")),
                 pv.effective().features,
-                pv.effective().hints
+                pv.effective().hints,
+                pv.effective().disable_exits
             );
         }
         boot::setup_common_vcpu(&vcpu)?;

@@ -1,0 +1,100 @@
+#!/bin/sh
+# Runs inside L1 (or directly on a bare-metal runner): boots the guest under pv-vmm once
+# per case and prints the guest's console, pv-vmm's log, its exit status and, while the
+# guest idles (pv.idle=N on its command line), the growth of the VM's KVM statistics.
+#
+# Usage: vmm-cases.sh PV_VMM KERNEL INITRD TIMEOUT NAME CPUS CMDLINE_EXTRA [NAME CPUS EXTRA]...
+#   CPUS           the --cpus value, e.g. boot=4 or boot=2,dedicated=on
+#   CMDLINE_EXTRA  appended to the guest kernel command line ('-' for nothing); with
+#                  pv.reboot the guest reboots, and the case ends with SIGTERM to pv-vmm
+#                  once the guest has come up twice.
+#
+# Output (parsed by integration-tests, same format as qemu-peer.sh):
+#   @@CASE <name> BEGIN <cpus>@@
+#   L2| <each line of the guest's console>
+#   VMM| <each line pv-vmm wrote on stderr>
+#   @@STAT <name> idle_<statistic> <growth during the idle window>@@
+#   @@STAT <name> vmm_exit <pv-vmm's exit status>@@
+#   @@STAT <name> guest_boots <how often the guest came up>@@
+#   @@CASE <name> BOOT <seconds from pv-vmm's start to its exit>@@
+#   @@CASE <name> END ok@@  or  @@CASE <name> END fail <reason>@@
+set -u
+
+[ $# -ge 7 ] || { echo "usage: $0 PV_VMM KERNEL INITRD TIMEOUT NAME CPUS EXTRA..." >&2; exit 2; }
+vmm=$1 kernel=$2 initrd=$3 limit=$4
+shift 4
+
+[ -c /dev/kvm ] || { echo "no /dev/kvm" >&2; exit 2; }
+[ -d /sys/kernel/debug/kvm ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+
+now_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
+
+# stat_of PID NAME: the named statistic of the VM that process PID runs (empty if none).
+stat_of() {
+    for d in /sys/kernel/debug/kvm/"$1"-*; do
+        [ -r "$d/$2" ] && { cat "$d/$2"; return; }
+    done
+}
+
+IDLE_STATS="halt_exits exits halt_wakeup hypercalls"
+work=$(mktemp -d /tmp/vmm-cases.XXXXXX)
+status=0
+while [ $# -ge 3 ]; do
+    name=$1 cpus=$2 extra=$3
+    shift 3
+    [ "$extra" = - ] && extra=""
+    log=$work/$name.log err=$work/$name.err
+    echo "@@CASE $name BEGIN $cpus@@"
+    t0=$(now_cs)
+    "$vmm" -v --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" --memory size=512M \
+        --serial tty --cmdline "console=ttyS0 quiet panic=-1 $extra" </dev/null >"$log" 2>"$err" &
+    pid=$!
+    result="" sampled="" exit_status=""
+    while :; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid"; exit_status=$?
+            break
+        fi
+        if [ -z "$sampled" ] && grep -q '@@GUEST-IDLE-BEGIN@@' "$log"; then
+            sampled=yes
+            sleep 0.5
+            for s in $IDLE_STATS; do
+                echo "$s $(stat_of "$pid" "$s")" >>"$work/$name.before"
+            done
+            sleep 2
+            while read -r s before; do
+                now=$(stat_of "$pid" "$s")
+                if [ -n "$now" ] && [ -n "$before" ]; then
+                    echo "@@STAT $name idle_$s $((now - before))@@"
+                fi
+            done <"$work/$name.before"
+        fi
+        case "$extra" in
+        *pv.reboot*)
+            if [ "$(grep -c '@@GUEST-UP' "$log")" -ge 2 ]; then
+                kill -TERM "$pid"
+                wait "$pid"; exit_status=$?
+                break
+            fi
+            ;;
+        esac
+        if [ $(($(now_cs) - t0)) -ge $((limit * 100)) ]; then
+            result="fail pv-vmm still running after ${limit}s"
+            kill -KILL "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+            break
+        fi
+        sleep 0.1
+    done
+    t1=$(now_cs)
+    tr -d '\r' <"$log" | sed 's/^/L2| /'
+    sed 's/^/VMM| /' "$err"
+    [ -n "$exit_status" ] && echo "@@STAT $name vmm_exit $exit_status@@"
+    echo "@@STAT $name guest_boots $(grep -c '@@GUEST-UP' "$log")@@"
+    echo "@@CASE $name BOOT $(((t1 - t0) / 100)).$(printf '%02d' $(((t1 - t0) % 100)))@@"
+    [ -z "$result" ] && result=ok
+    echo "@@CASE $name END $result@@"
+    [ "$result" = ok ] || status=1
+done
+rm -rf "$work"
+exit $status

@@ -1,0 +1,254 @@
+//! pv-vmm boots the Debian cloud kernel in the KVM lab (or directly on a bare-metal
+//! runner): the guest's view (its `kvm-guest:` lines and its KVM CPUID leaves) and the
+//! host's (KVM statistics of the VM while the guest idles), case by case, in one L1 boot.
+//!
+//! Like `lab.rs` this binary drives `scripts/lab/run` itself (`lab*` binaries run on the
+//! host under the cargo runner).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use integration_tests::peer::{parse_cases, CaseResult};
+use integration_tests::{repo_root, GuestAssets, LabCommand, PV_GUEST_LINES};
+use pv_features::cpuid::{KvmFeatures, KvmHints};
+
+fn ok<T>(r: Result<T, integration_tests::LabError>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Builds pv-vmm (debug) with the cargo running this test and returns its path.
+fn pv_vmm() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "vmm", "--bin", "pv-vmm"])
+        .current_dir(repo_root())
+        .status()
+        .expect("running cargo build -p vmm");
+    assert!(status.success(), "cargo build -p vmm failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("debug/pv-vmm");
+    assert!(path.is_file(), "{} missing after the build", path.display());
+    path
+}
+
+/// The KVM leaves the guest found: (base, features, hints), or None for "none".
+fn guest_cpuid(case: &CaseResult) -> Option<(u32, KvmFeatures, KvmHints)> {
+    let text = case
+        .guest_marker("CPUID-KVM ")
+        .unwrap_or_else(|| panic!("case {}: no CPUID dump in the guest log", case.name));
+    if text == "none" {
+        return None;
+    }
+    let field = |key: &str| {
+        text.split(' ')
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| u32::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+            .unwrap_or_else(|| panic!("case {}: bad CPUID dump `{text}`", case.name))
+    };
+    Some((
+        field("base="),
+        KvmFeatures::from_bits_retain(field("features=")),
+        KvmHints::from_bits_retain(field("hints=")),
+    ))
+}
+
+/// What pv-vmm logged it advertises: the `[...]` after `label` in its "KVM leaves" line.
+fn vmm_logged(case: &CaseResult, label: &str) -> String {
+    let line = case
+        .vmm_log
+        .iter()
+        .find(|l| l.contains("KVM leaves at"))
+        .unwrap_or_else(|| panic!("case {}: pv-vmm did not log its KVM leaves", case.name));
+    let start = line
+        .find(label)
+        .map(|i| i + label.len())
+        .unwrap_or_else(|| panic!("case {}: no `{label}` in `{line}`", case.name));
+    line[start..]
+        .split(']')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn dump(case: &CaseResult) -> String {
+    format!(
+        "guest:\n{}\npv-vmm:\n{}",
+        case.guest_log.join("\n"),
+        case.vmm_log.join("\n")
+    )
+}
+
+#[test]
+fn lab_pv_vmm_boots_with_the_pv_features() {
+    let assets = ok(GuestAssets::prepare());
+    let vmm = pv_vmm();
+    let script = repo_root().join("integration-tests/lab-cases/vmm-cases.sh");
+    let cases: [(&str, &str, &str); 7] = [
+        ("default4", "boot=4", "-"),
+        ("off", "boot=2,kvm_pv=off", "-"),
+        ("shared_idle", "boot=2", "pv.idle=3"),
+        ("dedicated", "boot=2,dedicated=on", "pv.idle=3"),
+        ("one", "boot=1", "-"),
+        ("eight", "boot=8", "-"),
+        ("reboot", "boot=2", "pv.reboot"),
+    ];
+    let mut args: Vec<String> = vec![
+        "sh".into(),
+        script.display().to_string(),
+        vmm.display().to_string(),
+        assets.kernel.display().to_string(),
+        assets.initramfs.display().to_string(),
+        "90".into(),
+    ];
+    for (name, cpus, extra) in cases {
+        args.extend([name.to_owned(), cpus.to_owned(), extra.to_owned()]);
+    }
+    let out = ok(LabCommand::new(args)
+        .file(&vmm)
+        .file(&assets.kernel)
+        .file(&assets.initramfs)
+        .file(&script)
+        .timeout(Duration::from_secs(600))
+        .run());
+    let results = parse_cases(&out.stdout);
+    let find = |name: &str| -> &CaseResult {
+        results
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("case {name} missing:\n{}\n{}", out.stdout, out.stderr))
+    };
+    for (name, cpus, _) in cases {
+        let c = find(name);
+        println!(
+            "case {name} (--cpus {cpus}): {:.2} s, exit {}, boots {}, kvm-guest: {:?}, idle halt_exits {:?}",
+            c.boot_s.unwrap_or(f64::NAN),
+            c.stat("vmm_exit"),
+            c.stat("guest_boots"),
+            c.kvm_guest_lines(),
+            c.stats.get("idle_halt_exits"),
+        );
+        assert_eq!(
+            c.end,
+            Some(Ok(())),
+            "case {name} did not finish\n{}",
+            dump(c)
+        );
+    }
+    if let Some(t) = out.timing {
+        println!(
+            "lab: L1 boot {:.2} s, full cycle {:.2} s",
+            t.l1_boot_s.unwrap_or(f64::NAN),
+            t.total_s
+        );
+    }
+
+    // Every ordinary case powers off cleanly: status 0.
+    for name in [
+        "default4",
+        "off",
+        "shared_idle",
+        "dedicated",
+        "one",
+        "eight",
+    ] {
+        let c = find(name);
+        assert_eq!(
+            c.stats.get("vmm_exit"),
+            Some(&0),
+            "case {name}\n{}",
+            dump(c)
+        );
+        assert_eq!(c.stat("guest_boots"), 1, "case {name}\n{}", dump(c));
+    }
+    for (name, n) in [("default4", 4), ("one", 1), ("eight", 8), ("dedicated", 2)] {
+        let c = find(name);
+        assert_eq!(
+            c.guest_marker("GUEST-CPUS "),
+            Some(n.to_string().as_str()),
+            "case {name}\n{}",
+            dump(c)
+        );
+    }
+
+    // Defaults: all four PV lines, and the guest's CPUID is what pv-vmm says it advertises.
+    let d = find("default4");
+    assert_eq!(d.pv_lines_present(), PV_GUEST_LINES.to_vec(), "{}", dump(d));
+    let (base, features, hints) = guest_cpuid(d).expect("KVM leaves in the default guest");
+    let logged = KvmFeatures::parse_list(&vmm_logged(d, "features [")).expect("names");
+    assert_eq!(base, 0x4000_0000);
+    assert_eq!(
+        features, logged,
+        "guest CPUID {features:?} vs pv-vmm {logged:?}"
+    );
+    assert!(hints.is_empty());
+    println!(
+        "default guest: KVM features {:#x} [{features}]",
+        features.bits()
+    );
+
+    // kvm_pv=off: no KVM leaves, none of the lines.
+    let off = find("off");
+    assert!(off.pv_lines_present().is_empty(), "{}", dump(off));
+    assert_eq!(guest_cpuid(off), None, "{}", dump(off));
+
+    // dedicated=on: the realtime hint, no TLB-flush or sched-yield line, PV spinlocks off.
+    let ded = find("dedicated");
+    let (_, ded_features, ded_hints) = guest_cpuid(ded).expect("KVM leaves");
+    assert_eq!(ded_hints, KvmHints::REALTIME, "{}", dump(ded));
+    assert!(
+        !ded_features.contains(KvmFeatures::PV_UNHALT),
+        "{}",
+        dump(ded)
+    );
+    let lines = ded.kvm_guest_lines();
+    assert!(
+        !lines.contains(&"KVM setup pv remote TLB flush"),
+        "{}",
+        dump(ded)
+    );
+    assert!(!lines.contains(&"setup PV sched yield"), "{}", dump(ded));
+    let spin = lines
+        .iter()
+        .find(|l| l.starts_with("PV spinlocks disabled"))
+        .unwrap_or_else(|| panic!("no 'PV spinlocks disabled' line\n{}", dump(ded)));
+    println!(
+        "dedicated guest: KVM features {:#x}, hints {:#x}; '{spin}'",
+        ded_features.bits(),
+        ded_hints.bits()
+    );
+
+    // HLT exits: disabled by the preset where the host allows it, so an idle guest's VM
+    // counts none, while the shared guest's idle VM counts some.
+    let exits = vmm_logged(ded, "disabled exits [");
+    let shared_idle = find("shared_idle").stats.get("idle_halt_exits").copied();
+    let ded_idle = ded.stats.get("idle_halt_exits").copied();
+    println!("idle window: halt_exits shared {shared_idle:?}, dedicated {ded_idle:?} (disabled exits [{exits}])");
+    assert!(
+        shared_idle.is_some_and(|n| n > 0),
+        "the shared idle guest made no HLT exits\n{}",
+        dump(find("shared_idle"))
+    );
+    if exits.split(',').any(|e| e == "hlt") {
+        assert_eq!(
+            ded_idle,
+            Some(0),
+            "HLT exits disabled, yet the idle VM counted some\n{}",
+            dump(ded)
+        );
+    } else {
+        println!("this host does not allow disabling HLT exits: the dedicated halt_exits check does not apply");
+    }
+
+    // A rebooting guest comes back in the same process; SIGTERM then ends pv-vmm cleanly.
+    let r = find("reboot");
+    assert!(r.stat("guest_boots") >= 2, "{}", dump(r));
+    assert_eq!(r.stats.get("vmm_exit"), Some(&(128 + 15)), "{}", dump(r));
+    assert!(
+        r.vmm_log.iter().any(|l| l.contains("recreating the VM")),
+        "{}",
+        dump(r)
+    );
+}

@@ -1,0 +1,143 @@
+//! Bad input ends pv-vmm with one clear line on stderr and a non-zero status: no panic, no
+//! backtrace. These checks stop before any VM exists, so they need no KVM.
+
+use std::process::{Command, Output};
+
+fn pv_vmm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pv-vmm"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("running pv-vmm")
+}
+
+/// Asserts a failure with exactly one stderr line that contains `needle`.
+fn fails_with(args: &[&str], needle: &str) {
+    let out = pv_vmm(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: want one line, got:\n{stderr}");
+    assert!(
+        lines[0].starts_with("pv-vmm: error: "),
+        "{args:?}: {stderr}"
+    );
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: `{needle}` not in: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+/// A file with a bzImage header and nothing behind it: it passes the early check.
+fn bzimage_header_only() -> vmm_sys_util::tempfile::TempFile {
+    let file = vmm_sys_util::tempfile::TempFile::new().expect("temp file");
+    let mut image = vec![0u8; 0x1000];
+    image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(file.as_path(), image).expect("write");
+    file
+}
+
+fn not_a_kernel() -> vmm_sys_util::tempfile::TempFile {
+    let file = vmm_sys_util::tempfile::TempFile::new().expect("temp file");
+    std::fs::write(file.as_path(), vec![0u8; 4096]).expect("write");
+    file
+}
+
+#[test]
+fn missing_kernel() {
+    fails_with(&[], "--kernel is required");
+    fails_with(
+        &["--kernel", "/nonexistent/vmlinuz"],
+        "cannot open kernel /nonexistent/vmlinuz: No such file or directory",
+    );
+}
+
+#[test]
+fn kernel_that_is_not_a_bzimage() {
+    let file = not_a_kernel();
+    let path = file.as_path().to_str().expect("utf-8 path");
+    fails_with(
+        &["--kernel", path],
+        &format!("{path} is not a bzImage kernel"),
+    );
+}
+
+#[test]
+fn bad_cpus_values() {
+    let file = not_a_kernel();
+    let k = file.as_path().to_str().expect("utf-8 path");
+    for (cpus, needle) in [
+        ("boot=x", "--cpus boot=x"),
+        ("boot=2,kvm_pv=[steal_time,warp]", "unknown feature `warp`"),
+        ("boot=2,dedicated=maybe", "--cpus dedicated=maybe"),
+        ("boot=2,disable_exits=[nap]", "unknown exit `nap`"),
+        ("boot=2,halt_poll_ns=-5", "--cpus halt_poll_ns=-5"),
+        (
+            "boots=2",
+            "unknown key `boots` in --cpus; valid keys: boot, max",
+        ),
+        ("boot=2,topology=1:2", "--cpus topology=1:2"),
+        ("boot=[2", "invalid --cpus syntax"),
+    ] {
+        fails_with(&["--kernel", k, "--cpus", cpus], needle);
+    }
+}
+
+#[test]
+fn bad_memory_serial_and_console_values() {
+    let file = not_a_kernel();
+    let k = file.as_path().to_str().expect("utf-8 path");
+    fails_with(
+        &["--kernel", k, "--memory", "size=lots"],
+        "--memory size=lots",
+    );
+    fails_with(&["--kernel", k, "--memory", "size=1M"], "at least 64M");
+    fails_with(
+        &["--kernel", k, "--memory", "sz=1G"],
+        "unknown key `sz` in --memory",
+    );
+    fails_with(&["--kernel", k, "--serial", "pty"], "--serial pty");
+    fails_with(
+        &["--kernel", k, "--console", "tty"],
+        "--console tty: only `off`",
+    );
+    let header = bzimage_header_only();
+    let h = header.as_path().to_str().expect("utf-8 path");
+    fails_with(
+        &["--kernel", h, "--initramfs", "/nonexistent/initrd"],
+        "cannot read initramfs /nonexistent/initrd",
+    );
+}
+
+#[test]
+fn help_lists_every_pv_key() {
+    let out = pv_vmm(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "kvm_pv",
+        "dedicated",
+        "disable_exits",
+        "halt_poll_ns",
+        "enforce_pv_cpuid",
+    ] {
+        assert!(help.contains(key), "--help does not mention {key}:\n{help}");
+    }
+    for flag in [
+        "--kernel",
+        "--initramfs",
+        "--cmdline",
+        "--cpus",
+        "--memory",
+        "--serial",
+        "--console",
+        "--api-socket",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}");
+    }
+}
