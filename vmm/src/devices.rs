@@ -57,6 +57,8 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct PioBus {
     serial: SharedSerial,
     cmos_index: Mutex<u8>,
+    /// PM1a enable register: ACPI checks that the enable bits it sets stick.
+    pm1_enable: Mutex<u16>,
 }
 
 impl std::fmt::Debug for PioBus {
@@ -71,6 +73,7 @@ impl PioBus {
         Self {
             serial,
             cmos_index: Mutex::new(0),
+            pm1_enable: Mutex::new(0),
         }
     }
 
@@ -85,7 +88,12 @@ impl PioBus {
                 *first = lock(&self.serial).read((p - COM1_PORT) as u8);
             }
             p if (acpi::PM1A_EVT_PORT..acpi::PM1A_EVT_PORT + acpi::PM1A_EVT_LEN).contains(&p) => {
-                data.fill(0);
+                // Status (two bytes, nothing pending), then the enable register.
+                let block = [[0, 0], lock(&self.pm1_enable).to_le_bytes()].concat();
+                let offset = usize::from(p - acpi::PM1A_EVT_PORT);
+                for (i, byte) in data.iter_mut().enumerate() {
+                    *byte = block.get(offset + i).copied().unwrap_or(0);
+                }
             }
             p if (acpi::PM1A_CNT_PORT..acpi::PM1A_CNT_PORT + acpi::PM1A_CNT_LEN).contains(&p) => {
                 let value = acpi::PM1_SCI_EN.to_le_bytes();
@@ -116,6 +124,20 @@ impl PioBus {
             acpi::PM1A_CNT_PORT => {
                 let high = data.get(1).copied().unwrap_or(0);
                 acpi::is_power_off(u16::from_le_bytes([value, high])).then_some(VmRequest::PowerOff)
+            }
+            p if (acpi::PM1A_EVT_PORT..acpi::PM1A_EVT_PORT + acpi::PM1A_EVT_LEN).contains(&p) => {
+                // Writes to the status half clear bits that are never set; writes to the
+                // enable half are kept, byte by byte.
+                let mut enable = lock(&self.pm1_enable);
+                let mut bytes = enable.to_le_bytes();
+                for (i, byte) in data.iter().enumerate() {
+                    let at = usize::from(p - acpi::PM1A_EVT_PORT) + i;
+                    if let Some(slot) = at.checked_sub(2).and_then(|j| bytes.get_mut(j)) {
+                        *slot = *byte;
+                    }
+                }
+                *enable = u16::from_le_bytes(bytes);
+                None
             }
             acpi::RESET_PORT if value == acpi::RESET_VALUE => Some(VmRequest::Reset),
             I8042_COMMAND_PORT if value == I8042_RESET_COMMAND => Some(VmRequest::Reset),
@@ -236,6 +258,14 @@ mod tests {
         let mut status = [0xffu8; 4];
         bus.read(acpi::PM1A_EVT_PORT, &mut status);
         assert_eq!(status, [0; 4]);
+        // Enable bits stick (ACPI checks), status stays clear.
+        assert_eq!(bus.write(acpi::PM1A_EVT_PORT + 2, &[0x20, 0x01]), None);
+        assert_eq!(bus.write(acpi::PM1A_EVT_PORT, &[0xff, 0xff]), None);
+        bus.read(acpi::PM1A_EVT_PORT, &mut status);
+        assert_eq!(status, [0, 0, 0x20, 0x01]);
+        let mut high = [0u8];
+        bus.read(acpi::PM1A_EVT_PORT + 3, &mut high);
+        assert_eq!(high, [0x01]);
     }
 
     #[test]
