@@ -86,7 +86,7 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
     let assets = ok(GuestAssets::prepare());
     let vmm = pv_vmm();
     let script = repo_root().join("integration-tests/lab-cases/vmm-cases.sh");
-    let cases: [(&str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str); 8] = [
         ("default4", "boot=4", "-"),
         ("off", "boot=2,kvm_pv=off", "-"),
         ("shared_idle", "boot=2", "pv.idle=3"),
@@ -94,6 +94,8 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
         ("one", "boot=1", "-"),
         ("eight", "boot=8", "-"),
         ("reboot", "boot=2", "pv.reboot"),
+        // reboot=t: the guest reboots by triple fault, which pv-vmm treats as fatal.
+        ("triple", "boot=1", "pv.reboot reboot=t"),
     ];
     let mut args: Vec<String> = vec![
         "sh".into(),
@@ -250,5 +252,15 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
         r.vmm_log.iter().any(|l| l.contains("recreating the VM")),
         "{}",
         dump(r)
+    );
+
+    // A triple fault ends pv-vmm with status 1 and one line naming it.
+    let t = find("triple");
+    assert_eq!(t.stats.get("vmm_exit"), Some(&1), "{}", dump(t));
+    let last = t.vmm_log.last().map(String::as_str).unwrap_or_default();
+    assert!(
+        last.starts_with("pv-vmm: error: ") && last.contains("triple-faulted"),
+        "{}",
+        dump(t)
     );
 }
