@@ -1,39 +1,107 @@
-//! One thread per vCPU: the run loop and its exit match, and how the VMM stops the threads.
+//! One thread per vCPU: the run loop and its exit match, and how the VMM stops, pauses and
+//! queries the threads.
+//!
+//! Pausing: the VMM sets [`VcpuShared::paused`] and kicks every thread out of `KVM_RUN`
+//! (repeatedly: a kick can land just before a thread re-enters `KVM_RUN`); each thread then
+//! parks on a condition variable before running guest code again, and counts itself in
+//! [`VcpuShared::parked`]. The pause is complete when every thread is parked.
+//!
+//! Steal-time MSR: KVM handles the guest's write of `MSR_KVM_STEAL_TIME` in the kernel, so
+//! the VMM never sees it. The value is read with `KVM_GET_MSRS` by the vCPU's own thread
+//! (vCPU ioctls belong to the thread that runs the vCPU): the VMM raises the vCPU's
+//! [`VcpuMsr::want`] flag and kicks; the thread answers at its next loop turn (or while
+//! parked) and bumps [`VcpuMsr::seq`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use kvm_bindings::{kvm_msr_entry, Msrs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use pv_features::hypercall::Dispatcher;
+use pv_features::msrs::MSR_KVM_STEAL_TIME;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use crate::devices::{PioBus, VmRequest};
+use crate::api::ApiMessage;
+use crate::devices::{lock, PioBus, VmRequest};
 
-/// What the vCPU threads, the signal thread and the API tell the VMM's main loop.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the vCPU threads, the signal thread and the API tell the VMM's main loop. vCPU
+/// events carry the generation of the VM that sent them, so that an event a vCPU of a VM
+/// already torn down sent is not taken for one of its successor.
+#[derive(Debug)]
 pub enum Event {
-    /// A device asked the VMM to power off or reset.
-    Request(VmRequest),
-    /// A vCPU hit something the VMM cannot continue from.
-    Fatal(String),
+    /// A device of VM `generation` asked the VMM to power off or reset.
+    Request(u64, VmRequest),
+    /// A vCPU of VM `generation` hit something the VMM cannot continue from.
+    Fatal(u64, String),
     /// SIGINT or SIGTERM arrived.
     Signal(i32),
+    /// An API request, with the way to answer it.
+    Api(ApiMessage),
+}
+
+/// The steal-time MSR of one vCPU, as its thread last read it.
+#[derive(Debug, Default)]
+pub struct VcpuMsr {
+    /// Set by the VMM: read the MSR at the next chance.
+    pub want: AtomicBool,
+    /// The value last read (valid once `seq` > 0 and `ok`).
+    pub value: AtomicU64,
+    /// Whether the last `KVM_GET_MSRS` succeeded.
+    pub ok: AtomicBool,
+    /// Bumped after each read.
+    pub seq: AtomicU64,
 }
 
 /// State the vCPU threads of one VM share.
 #[derive(Debug)]
 pub struct VcpuShared {
+    /// The VM's generation (one per boot of the process's VM).
+    pub generation: u64,
     /// The port I/O devices.
     pub bus: Arc<PioBus>,
     /// Hypercalls that reach user space go through it.
     pub dispatcher: Dispatcher,
     /// Set when the VM is being torn down.
     pub stop: AtomicBool,
+    /// Set while the VM is paused (mirrors the value under `pause_lock`).
+    pub paused: AtomicBool,
+    /// Guards the pause flag for the condition variable.
+    pub pause_lock: Mutex<bool>,
+    /// Wakes parked threads on resume and stop.
+    pub resume: Condvar,
+    /// How many threads are parked.
+    pub parked: AtomicUsize,
+    /// Per vCPU, indexed by id.
+    pub msrs: Vec<VcpuMsr>,
     /// The main loop's inbox.
     pub events: Sender<Event>,
+}
+
+impl VcpuShared {
+    /// Shared state for `vcpus` threads of VM `generation`.
+    pub fn new(
+        generation: u64,
+        bus: Arc<PioBus>,
+        dispatcher: Dispatcher,
+        vcpus: usize,
+        events: Sender<Event>,
+    ) -> Self {
+        Self {
+            generation,
+            bus,
+            dispatcher,
+            stop: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            pause_lock: Mutex::new(false),
+            resume: Condvar::new(),
+            parked: AtomicUsize::new(0),
+            msrs: (0..vcpus).map(|_| VcpuMsr::default()).collect(),
+            events,
+        }
+    }
 }
 
 /// The signal that kicks a vCPU thread out of `KVM_RUN`.
@@ -62,15 +130,21 @@ pub fn spawn(
 }
 
 fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
+    let generation = shared.generation;
     let send = |event| {
         // The main loop may already be gone during teardown; nothing to do then.
         let _ = shared.events.send(event);
     };
+    let fatal = |message: String| Event::Fatal(generation, message);
     while !shared.stop.load(Ordering::Acquire) {
+        service(id, vcpu, shared);
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
         match vcpu.run() {
             Ok(VcpuExit::IoOut(port, data)) => {
                 if let Some(request) = shared.bus.write(port, data) {
-                    send(Event::Request(request));
+                    send(Event::Request(generation, request));
                     return;
                 }
             }
@@ -91,16 +165,20 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
             Ok(VcpuExit::Hlt) => {}
             Ok(VcpuExit::Intr) => {}
             Ok(VcpuExit::Shutdown) => {
-                send(Event::Fatal(format!(
+                send(fatal(format!(
                     "vCPU {id}: the guest triple-faulted (KVM_EXIT_SHUTDOWN)"
                 )));
                 return;
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => {
                 let event = match kind {
-                    kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => Event::Request(VmRequest::PowerOff),
-                    kvm_bindings::KVM_SYSTEM_EVENT_RESET => Event::Request(VmRequest::Reset),
-                    other => Event::Fatal(format!("vCPU {id}: system event {other} (crash)")),
+                    kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => {
+                        Event::Request(generation, VmRequest::PowerOff)
+                    }
+                    kvm_bindings::KVM_SYSTEM_EVENT_RESET => {
+                        Event::Request(generation, VmRequest::Reset)
+                    }
+                    other => fatal(format!("vCPU {id}: system event {other} (crash)")),
                 };
                 send(event);
                 return;
@@ -110,37 +188,194 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
                 // SAFETY: for KVM_EXIT_INTERNAL_ERROR the kernel filled the `internal`
                 // member of the exit union; reading it is reading plain integers.
                 let suberror = unsafe { run.__bindgen_anon_1.internal.suberror };
-                send(Event::Fatal(format!(
+                send(fatal(format!(
                     "vCPU {id}: KVM internal error (suberror {suberror})"
                 )));
                 return;
             }
             Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                send(Event::Fatal(format!(
+                send(fatal(format!(
                     "vCPU {id}: VM entry failed (hardware reason {reason:#x} on host CPU {cpu})"
                 )));
                 return;
             }
             Ok(other) => {
-                send(Event::Fatal(format!(
-                    "vCPU {id}: unexpected exit {other:?}"
-                )));
+                send(fatal(format!("vCPU {id}: unexpected exit {other:?}")));
                 return;
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
             Err(e) => {
-                send(Event::Fatal(format!("vCPU {id}: KVM_RUN failed: {e}")));
+                send(fatal(format!("vCPU {id}: KVM_RUN failed: {e}")));
                 return;
             }
         }
     }
 }
 
-/// Stops the vCPU threads: sets the stop flag and kicks each thread out of `KVM_RUN`
-/// until it returns (a kick can land just before a thread re-enters KVM_RUN, so it is
-/// repeated).
+/// Between two `KVM_RUN`s: answers a steal-time MSR request and parks while paused.
+fn service(id: u64, vcpu: &VcpuFd, shared: &VcpuShared) {
+    let Some(msr) = shared.msrs.get(id as usize) else {
+        return;
+    };
+    answer_msr(vcpu, msr);
+    if !shared.paused.load(Ordering::Acquire) {
+        return;
+    }
+    let mut paused = lock(&shared.pause_lock);
+    shared.parked.fetch_add(1, Ordering::AcqRel);
+    log::debug!("vCPU {id}: parked");
+    while *paused && !shared.stop.load(Ordering::Acquire) {
+        // Wake up now and then to answer MSR requests while parked.
+        paused = match shared
+            .resume
+            .wait_timeout(paused, Duration::from_millis(10))
+        {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+        answer_msr(vcpu, msr);
+    }
+    shared.parked.fetch_sub(1, Ordering::AcqRel);
+    log::debug!("vCPU {id}: running again");
+}
+
+/// Reads `MSR_KVM_STEAL_TIME` on this (the vCPU's own) thread if the VMM asked for it.
+fn answer_msr(vcpu: &VcpuFd, msr: &VcpuMsr) {
+    if !msr.want.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let entry = kvm_msr_entry {
+        index: MSR_KVM_STEAL_TIME,
+        ..Default::default()
+    };
+    let value =
+        Msrs::from_entries(&[entry])
+            .ok()
+            .and_then(|mut msrs| match vcpu.get_msrs(&mut msrs) {
+                Ok(1) => msrs.as_slice().first().map(|e| e.data),
+                _ => None,
+            });
+    msr.value.store(value.unwrap_or(0), Ordering::Release);
+    msr.ok.store(value.is_some(), Ordering::Release);
+    msr.seq.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Kicks every live thread out of `KVM_RUN` once.
+fn kick_all(threads: &[JoinHandle<()>]) {
+    for thread in threads {
+        if !thread.is_finished() {
+            if let Err(e) = thread.kill(kick_signal()) {
+                log::debug!("kicking a vCPU thread: {e}");
+            }
+        }
+    }
+}
+
+/// Errors of pausing the vCPU threads.
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    /// Not every thread parked in time.
+    #[error("pausing the vCPUs: {parked} of {total} parked after {waited_ms} ms")]
+    Timeout {
+        /// Threads parked.
+        parked: usize,
+        /// Threads alive.
+        total: usize,
+        /// How long the VMM waited.
+        waited_ms: u128,
+    },
+}
+
+/// How long [`pause_all`] and [`read_steal_msrs`] wait for the threads.
+const WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Pauses the vCPU threads: each parks before running guest code again. Returns once every
+/// live thread is parked; on timeout the VM is resumed and the error says how many parked.
+pub fn pause_all(shared: &VcpuShared, threads: &[JoinHandle<()>]) -> Result<(), PauseError> {
+    *lock(&shared.pause_lock) = true;
+    shared.paused.store(true, Ordering::Release);
+    let start = Instant::now();
+    loop {
+        let alive = threads.iter().filter(|t| !t.is_finished()).count();
+        let parked = shared.parked.load(Ordering::Acquire);
+        if parked >= alive {
+            return Ok(());
+        }
+        if start.elapsed() > WAIT_LIMIT {
+            resume_all(shared);
+            return Err(PauseError::Timeout {
+                parked,
+                total: alive,
+                waited_ms: start.elapsed().as_millis(),
+            });
+        }
+        kick_all(threads);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Lets parked vCPU threads run guest code again.
+pub fn resume_all(shared: &VcpuShared) {
+    let mut paused = lock(&shared.pause_lock);
+    *paused = false;
+    shared.paused.store(false, Ordering::Release);
+    shared.resume.notify_all();
+}
+
+/// Asks every vCPU thread for its `MSR_KVM_STEAL_TIME` and waits for the answers (at most
+/// [`WAIT_LIMIT`]). Returns per vCPU the MSR value, or `None` where the thread did not
+/// answer in time or `KVM_GET_MSRS` failed.
+pub fn read_steal_msrs(shared: &VcpuShared, threads: &[JoinHandle<()>]) -> Vec<Option<u64>> {
+    let before: Vec<u64> = shared
+        .msrs
+        .iter()
+        .map(|m| {
+            let seq = m.seq.load(Ordering::Acquire);
+            m.want.store(true, Ordering::Release);
+            seq
+        })
+        .collect();
+    let start = Instant::now();
+    let answered = |i: usize, m: &VcpuMsr| m.seq.load(Ordering::Acquire) > before[i];
+    loop {
+        let pending: Vec<usize> = shared
+            .msrs
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| !answered(*i, m))
+            .map(|(i, _)| i)
+            // A thread that ended (its vCPU asked for power off or reset) never answers.
+            .filter(|i| threads.get(*i).is_some_and(|t| !t.is_finished()))
+            .collect();
+        if pending.is_empty() || start.elapsed() > WAIT_LIMIT {
+            break;
+        }
+        for i in pending {
+            if let Some(thread) = threads.get(i) {
+                if let Err(e) = thread.kill(kick_signal()) {
+                    log::debug!("kicking vCPU {i}: {e}");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    shared
+        .msrs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            (answered(i, m) && m.ok.load(Ordering::Acquire))
+                .then(|| m.value.load(Ordering::Acquire))
+        })
+        .collect()
+}
+
+/// Stops the vCPU threads: sets the stop flag, wakes parked threads and kicks each thread
+/// out of `KVM_RUN` until it returns (a kick can land just before a thread re-enters
+/// KVM_RUN, so it is repeated).
 pub fn stop_all(shared: &VcpuShared, threads: Vec<JoinHandle<()>>) {
     shared.stop.store(true, Ordering::Release);
+    resume_all(shared);
     for thread in threads {
         while !thread.is_finished() {
             if let Err(e) = thread.kill(kick_signal()) {

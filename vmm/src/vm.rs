@@ -17,19 +17,25 @@
 //! PV sched yield and PV unhalt kicks are served by KVM without user-space exits.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
+use hypervisor_glue::change::ImmediateAction;
+use hypervisor_glue::hooks::HookError;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VmFd};
 use pv_features::config::EffectivePv;
+use pv_features::setup::PvVm;
+use pv_features::stats::{Stats, StatsFd};
+use pv_features::steal_time::{read_snapshot, StealTimeMsr, StealTimeSnapshot};
+use serde::Serialize;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::devices::{self, IrqTrigger, PioBus, SharedSerial, VmRequest};
+use crate::devices::{self, IrqTrigger, PioBus, SharedSerial};
 use crate::topology::{patch_vcpu_cpuid, Topology};
 use crate::vcpu::{self, Event, VcpuShared};
 use crate::{acpi, boot, layout};
@@ -98,124 +104,297 @@ pub enum VmError {
     },
 }
 
-/// How a VM run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The guest powered off.
-    PowerOff,
-    /// The guest (or the API) asked for a reboot: build the VM again.
-    Reboot,
-    /// A vCPU failed; the message names the cause.
-    Fatal(String),
-    /// SIGINT or SIGTERM.
-    Signal(i32),
+/// A built and running (or paused) VM: its KVM file descriptors, guest RAM, vCPU threads and
+/// the statistics files opened when it was created.
+#[derive(Debug)]
+pub struct RunningVm {
+    vm: VmFd,
+    pv: PvVm,
+    mem: GuestMemoryMmap,
+    shared: Arc<VcpuShared>,
+    threads: Vec<JoinHandle<()>>,
+    vm_stats: Option<StatsFd>,
+    vcpu_stats: Vec<Option<StatsFd>>,
+    phys_bits: u8,
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
 }
 
-/// Builds the VM described by `spec` with the PV state `effective`, boots it, and runs it
-/// until it powers off, reboots, fails or a signal arrives.
-pub fn run_once(
-    kvm: &Kvm,
-    spec: &VmSpec,
-    effective: EffectivePv,
-    serial: &SharedSerial,
-    serial_irq: &EventFd,
-    events: &Receiver<Event>,
-    events_tx: &std::sync::mpsc::Sender<Event>,
-) -> Result<Outcome, VmError> {
-    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-    // Before any vCPU exists: KVM refuses disable-exits afterwards.
-    let pv = hypervisor_glue::hooks::vm_created(&vm, effective)?;
-    vm.set_tss_address(TSS_ADDRESS)
-        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-    vm.create_irq_chip()
-        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-    let pit = kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    };
-    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-    let mem = guest_memory(&vm, spec.memory)?;
-    vm.register_irqfd(serial_irq, devices::COM1_IRQ)
-        .map_err(kvm_err("KVM_IRQFD for the serial port"))?;
-
-    let rsdp = acpi::write_tables(&mem, spec.vcpus)?;
-    boot::write_boot_tables(&mem)?;
-    let entry = boot::load_linux(
-        &mem,
-        &spec.kernel,
-        spec.initramfs.as_deref(),
-        &spec.cmdline,
-        &layout::e820_map(spec.memory),
-        rsdp,
-    )?;
-
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-    let mut vcpus = Vec::with_capacity(spec.vcpus as usize);
-    for id in 0..u64::from(spec.vcpus) {
-        let vcpu = hypervisor_glue::hooks::create_vcpu(&pv, &vm, id)?;
-        let mut cpuid = supported.clone();
-        patch_vcpu_cpuid(&mut cpuid, id as u32, spec.topology);
-        // CPUID (with the KVM leaves and enforcement) before any MSR.
-        let base = hypervisor_glue::hooks::configure_vcpu_cpuid(&pv, &vcpu, id, &mut cpuid)?;
-        if id == 0 {
-            log::info!(
-                "KVM leaves at {}; features [{}], hints [{}], disabled exits [{}]",
-                base.map_or("none".to_owned(), |b| format!("{b:#x}")),
-                pv.effective().features,
-                pv.effective().hints,
-                pv.effective().disable_exits
-            );
+/// Opens a statistics file, logging (not failing) where the host has none.
+fn open_stats(fd: &impl std::os::fd::AsRawFd, what: &str) -> Option<StatsFd> {
+    match StatsFd::open(fd) {
+        Ok(stats) => Some(stats),
+        Err(e) => {
+            log::warn!("no KVM statistics for {what}: {e}");
+            None
         }
-        boot::setup_common_vcpu(&vcpu)?;
-        if id == 0 {
-            boot::setup_boot_vcpu(&vcpu, entry)?;
-        }
-        vcpus.push(vcpu);
     }
+}
 
-    let shared = Arc::new(VcpuShared {
-        bus: Arc::new(PioBus::new(serial.clone())),
-        dispatcher: pv.dispatcher(spec.vcpus.saturating_sub(1), spec.phys_bits),
-        stop: AtomicBool::new(false),
-        events: events_tx.clone(),
-    });
-    let mut threads = Vec::with_capacity(vcpus.len());
-    for (id, vcpu) in vcpus.into_iter().enumerate() {
-        let thread = vcpu::spawn(id as u64, vcpu, shared.clone()).map_err(|source| VmError::Os {
-            what: "starting a vCPU thread",
-            source,
-        });
-        match thread {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                vcpu::stop_all(&shared, threads);
-                return Err(e);
+impl RunningVm {
+    /// Builds the VM described by `spec` with the PV state `effective` and starts its vCPU
+    /// threads; their events reach `events_tx` tagged with `generation`.
+    pub fn start(
+        kvm: &Kvm,
+        spec: &VmSpec,
+        effective: EffectivePv,
+        serial: &SharedSerial,
+        serial_irq: &EventFd,
+        generation: u64,
+        events_tx: &Sender<Event>,
+    ) -> Result<Self, VmError> {
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        // Before any vCPU exists: KVM refuses disable-exits afterwards.
+        let pv = hypervisor_glue::hooks::vm_created(&vm, effective)?;
+        vm.set_tss_address(TSS_ADDRESS)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        let mem = guest_memory(&vm, spec.memory)?;
+        vm.register_irqfd(serial_irq, devices::COM1_IRQ)
+            .map_err(kvm_err("KVM_IRQFD for the serial port"))?;
+
+        let rsdp = acpi::write_tables(&mem, spec.vcpus)?;
+        boot::write_boot_tables(&mem)?;
+        let entry = boot::load_linux(
+            &mem,
+            &spec.kernel,
+            spec.initramfs.as_deref(),
+            &spec.cmdline,
+            &layout::e820_map(spec.memory),
+            rsdp,
+        )?;
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let vm_stats = open_stats(&vm, "the VM");
+        let mut vcpus = Vec::with_capacity(spec.vcpus as usize);
+        let mut vcpu_stats = Vec::with_capacity(spec.vcpus as usize);
+        for id in 0..u64::from(spec.vcpus) {
+            let vcpu = hypervisor_glue::hooks::create_vcpu(&pv, &vm, id)?;
+            let mut cpuid = supported.clone();
+            patch_vcpu_cpuid(&mut cpuid, id as u32, spec.topology);
+            // CPUID (with the KVM leaves and enforcement) before any MSR.
+            let base = hypervisor_glue::hooks::configure_vcpu_cpuid(&pv, &vcpu, id, &mut cpuid)?;
+            if id == 0 {
+                log::info!(
+                    "KVM leaves at {}; features [{}], hints [{}], disabled exits [{}]",
+                    base.map_or("none".to_owned(), |b| format!("{b:#x}")),
+                    pv.effective().features,
+                    pv.effective().hints,
+                    pv.effective().disable_exits
+                );
+            }
+            boot::setup_common_vcpu(&vcpu)?;
+            if id == 0 {
+                boot::setup_boot_vcpu(&vcpu, entry)?;
+            }
+            // Opened now, while this thread owns the vCPU: reading the file later from
+            // any thread is a plain pread.
+            vcpu_stats.push(open_stats(&vcpu, "a vCPU"));
+            vcpus.push(vcpu);
+        }
+
+        let shared = Arc::new(VcpuShared::new(
+            generation,
+            Arc::new(PioBus::new(serial.clone())),
+            pv.dispatcher(spec.vcpus.saturating_sub(1), spec.phys_bits),
+            vcpus.len(),
+            events_tx.clone(),
+        ));
+        let mut threads = Vec::with_capacity(vcpus.len());
+        for (id, vcpu) in vcpus.into_iter().enumerate() {
+            let thread =
+                vcpu::spawn(id as u64, vcpu, shared.clone()).map_err(|source| VmError::Os {
+                    what: "starting a vCPU thread",
+                    source,
+                });
+            match thread {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    vcpu::stop_all(&shared, threads);
+                    return Err(e);
+                }
             }
         }
+        log::info!("booting {} vCPUs, {} MiB", spec.vcpus, spec.memory >> 20);
+        Ok(Self {
+            vm,
+            pv,
+            mem,
+            shared,
+            threads,
+            vm_stats,
+            vcpu_stats,
+            phys_bits: spec.phys_bits,
+        })
     }
-    log::info!("booting {} vCPUs, {} MiB", spec.vcpus, spec.memory >> 20);
 
-    let outcome = match events.recv() {
-        Ok(Event::Request(VmRequest::PowerOff)) => Outcome::PowerOff,
-        Ok(Event::Request(VmRequest::Reset)) => Outcome::Reboot,
-        Ok(Event::Fatal(message)) => Outcome::Fatal(message),
-        Ok(Event::Signal(sig)) => Outcome::Signal(sig),
-        Err(_) => Outcome::Fatal("every event source is gone".to_owned()),
-    };
-    vcpu::stop_all(&shared, threads);
-    if let Err(e) = vm.unregister_irqfd(serial_irq, devices::COM1_IRQ) {
-        log::debug!("unregistering the serial irqfd: {e}");
+    /// The VM's generation (what its vCPUs tag their events with).
+    pub fn generation(&self) -> u64 {
+        self.shared.generation
     }
-    // Drain what the stopped vCPUs may still have sent for this VM.
-    while events.try_recv().is_ok() {}
-    drop(mem);
-    Ok(outcome)
+
+    /// The PV state the VM runs with (halt polling as last set).
+    pub fn effective(&self) -> &EffectivePv {
+        self.pv.effective()
+    }
+
+    /// Carries out a change plan's immediate actions on the live VM.
+    pub fn apply_now(&mut self, actions: &[ImmediateAction]) -> Result<(), HookError> {
+        hypervisor_glue::hooks::apply_now(&mut self.pv, &self.vm, actions)
+    }
+
+    /// Parks every vCPU thread before it runs guest code again.
+    pub fn pause(&self) -> Result<(), vcpu::PauseError> {
+        vcpu::pause_all(&self.shared, &self.threads)
+    }
+
+    /// Lets the vCPU threads run again.
+    pub fn resume(&self) {
+        vcpu::resume_all(&self.shared)
+    }
+
+    /// The KVM statistics of the VM and of each vCPU, and each vCPU's steal-time record.
+    pub fn counters(&self) -> Counters {
+        let read = |stats: Option<&StatsFd>| -> Result<Option<Stats>, String> {
+            stats
+                .map(|s| s.read().map_err(|e| e.to_string()))
+                .transpose()
+        };
+        let (vm, error) = match read(self.vm_stats.as_ref()) {
+            Ok(v) => (v, None),
+            Err(e) => (None, Some(e)),
+        };
+        let msrs = vcpu::read_steal_msrs(&self.shared, &self.threads);
+        let vcpus = (0..self.threads.len())
+            .map(|id| {
+                let stats = read(self.vcpu_stats.get(id).and_then(Option::as_ref));
+                let steal_time = match msrs.get(id).copied().flatten() {
+                    None => StealTime::Unknown {
+                        reason: "the vCPU thread did not answer the MSR read".to_owned(),
+                    },
+                    Some(msr) => self.steal_time(msr),
+                };
+                VcpuCounters {
+                    id: id as u32,
+                    stats: stats.as_ref().ok().cloned().flatten().map(stats_map),
+                    error: stats.err(),
+                    steal_time,
+                }
+            })
+            .collect();
+        Counters {
+            vm: vm.map(stats_map),
+            error,
+            vcpus,
+        }
+    }
+
+    fn steal_time(&self, msr: u64) -> StealTime {
+        let located = StealTimeMsr::decode(msr, self.phys_bits).and_then(|m| m.locate(&self.mem));
+        match located {
+            Ok(None) => StealTime::Disabled { msr },
+            Ok(Some(gpa)) => match read_snapshot(&self.mem, gpa) {
+                Ok(record) => StealTime::Enabled {
+                    msr,
+                    gpa: gpa.raw_value(),
+                    record,
+                },
+                Err(e) => StealTime::Unknown {
+                    reason: e.to_string(),
+                },
+            },
+            Err(e) => StealTime::Unknown {
+                reason: format!("MSR value {msr:#x}: {e}"),
+            },
+        }
+    }
+
+    /// Stops the vCPU threads and tears the VM down.
+    pub fn stop(self, serial_irq: &EventFd) {
+        vcpu::stop_all(&self.shared, self.threads);
+        if let Err(e) = self.vm.unregister_irqfd(serial_irq, devices::COM1_IRQ) {
+            log::debug!("unregistering the serial irqfd: {e}");
+        }
+        // Guest RAM (`self.mem`) is unmapped only now, after every vCPU thread stopped.
+    }
+}
+
+/// A statistics snapshot as JSON: name to value (a number, or an array for a histogram).
+pub type StatsMap = serde_json::Map<String, serde_json::Value>;
+
+fn stats_map(stats: Stats) -> StatsMap {
+    stats
+        .values
+        .into_iter()
+        .map(|(name, values)| {
+            let value = match values.as_slice() {
+                [one] => serde_json::Value::from(*one),
+                many => serde_json::Value::from(many.to_vec()),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// A vCPU's steal-time record, as found through its `MSR_KVM_STEAL_TIME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum StealTime {
+    /// The guest has not enabled steal time on this vCPU (MSR bit 0 clear).
+    Disabled {
+        /// The MSR value.
+        msr: u64,
+    },
+    /// The record, read consistently from guest memory.
+    Enabled {
+        /// The MSR value.
+        msr: u64,
+        /// The record's guest-physical address.
+        gpa: u64,
+        /// Steal ns, version and the preempted byte.
+        record: StealTimeSnapshot,
+    },
+    /// It could not be read.
+    Unknown {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One vCPU's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct VcpuCounters {
+    /// The vCPU id.
+    pub id: u32,
+    /// Its KVM statistics (`None` where the host has no binary statistics).
+    pub stats: Option<StatsMap>,
+    /// Why `stats` could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Its steal-time record.
+    pub steal_time: StealTime,
+}
+
+/// What `vm.counters` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Counters {
+    /// The VM's KVM statistics (`None` where the host has no binary statistics).
+    pub vm: Option<StatsMap>,
+    /// Why `vm` could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Per vCPU.
+    pub vcpus: Vec<VcpuCounters>,
 }
 
 /// Allocates guest RAM and registers each region as a KVM memory slot.

@@ -68,3 +68,105 @@ fn exits_the_host_refuses_are_named() {
         "{err}"
     );
 }
+
+mod common;
+
+/// The API with a created (not booted) VM: the host is probed for vm.create, so this needs
+/// /dev/kvm; booting a header-only kernel fails on the host side (500) and the VMM stays.
+#[test]
+fn api_create_info_and_pv_before_boot() {
+    let kernel = vmm_sys_util::tempfile::TempFile::new().expect("temp file");
+    let mut image = vec![0u8; 0x1000];
+    image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(kernel.as_path(), image).expect("write");
+    let vmm = common::ApiVmm::start();
+    let config = serde_json::json!({
+        "cpus": {"boot_vcpus": 2, "max_vcpus": 2, "kvm_pv": {"halt_poll_ns": 1000}},
+        "memory": {"size": 268_435_456u64},
+        "payload": {"kernel": kernel.as_path(), "cmdline": "console=ttyS0"},
+    })
+    .to_string();
+
+    // Invalid PV combinations are refused at create, naming the key.
+    let bad = config.replace(r#""halt_poll_ns":1000"#, r#""features":["pv_tlb_flush"]"#);
+    let (status, json) = vmm.call("PUT", "/api/v1/vm.create", bad.as_bytes());
+    assert_eq!(status, 400, "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("needs steal_time")),
+        "{json}"
+    );
+    let bad = config.replace(r#""boot_vcpus":2"#, r#""boot_vcpus":0"#);
+    let (status, json) = vmm.call("PUT", "/api/v1/vm.create", bad.as_bytes());
+    assert_eq!(status, 400, "{json}");
+
+    let (status, json) = vmm.call("PUT", "/api/v1/vm.create", config.as_bytes());
+    assert_eq!(status, 204, "{json}");
+    let (status, json) = vmm.call("PUT", "/api/v1/vm.create", config.as_bytes());
+    assert_eq!(status, 409, "{json}");
+
+    let (status, info) = vmm.call("GET", "/api/v1/vm.info", b"");
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["state"], "Created");
+    assert_eq!(info["config"]["cpus"]["boot_vcpus"], 2);
+    assert_eq!(info["pv"]["requested"]["halt_poll_ns"], 1000);
+    assert_eq!(info["pv"]["effective_is_live"], false);
+    assert!(info["pv"]["pending"].is_null());
+    assert!(info["pv"]["effective"]["dropped"].is_array(), "{info}");
+
+    // Before boot everything applies at once.
+    let (status, plan) = vmm.call(
+        "PUT",
+        "/api/v1/vm.pv",
+        br#"{"dedicated":true,"halt_poll_ns":0}"#,
+    );
+    assert_eq!(status, 200, "{plan}");
+    assert!(plan["pending"].is_null(), "{plan}");
+    assert_eq!(plan["new_requested"]["dedicated"], true);
+    assert!(plan["changes"]
+        .as_array()
+        .is_some_and(|c| c.iter().all(|c| c["timing"] == "now")));
+    let (_, info) = vmm.call("GET", "/api/v1/vm.info", b"");
+    assert_eq!(info["pv"]["requested"]["dedicated"], true);
+    assert_eq!(
+        info["pv"]["effective"]["hints"],
+        serde_json::json!(["realtime"])
+    );
+
+    // Refused changes change nothing.
+    for body in [
+        &br#"{}"#[..],
+        br#"{"features":["pv_tlb_flush"]}"#,
+        br#"{"disable_exits":["warp"]}"#,
+    ] {
+        let (status, json) = vmm.call("PUT", "/api/v1/vm.pv", body);
+        assert_eq!(status, 400, "{}: {json}", String::from_utf8_lossy(body));
+    }
+    let (_, after) = vmm.call("GET", "/api/v1/vm.info", b"");
+    assert_eq!(after["pv"], info["pv"]);
+
+    // Not running: these conflict.
+    for path in [
+        "vm.counters",
+        "vm.pause",
+        "vm.resume",
+        "vm.reboot",
+        "vm.shutdown",
+    ] {
+        let method = if path == "vm.counters" { "GET" } else { "PUT" };
+        let (status, json) = vmm.call(method, &format!("/api/v1/{path}"), b"");
+        assert_eq!(status, 409, "{path}: {json}");
+    }
+
+    // A kernel that is only a header fails to load: a host-side error, and the VMM stays.
+    let (status, json) = vmm.call("PUT", "/api/v1/vm.boot", b"");
+    assert_eq!(status, 500, "{json}");
+    let (_, info) = vmm.call("GET", "/api/v1/vm.info", b"");
+    assert_eq!(info["state"], "Created");
+    let (status, _) = vmm.call("PUT", "/api/v1/vm.delete", b"");
+    assert_eq!(status, 204);
+    let (status, _) = vmm.call("GET", "/api/v1/vm.info", b"");
+    assert_eq!(status, 409);
+}

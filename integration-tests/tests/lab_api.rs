@@ -1,0 +1,314 @@
+//! pv-vmm's REST API against a running guest in the KVM lab (or directly on a bare-metal
+//! runner), driven by pv-remote through `integration-tests/lab-cases/api-cases.sh`:
+//! the VM is created and booted through the API (4 vCPUs); `pv --halt-poll-ns 0` applies
+//! at once (vm.info and the vCPUs' halt-poll statistics show it); `pv --dedicated on` is
+//! pending until `reboot`, after which the guest's CPUID carries the realtime hint and it
+//! no longer sets up PV TLB flush; bad input gets 4xx while the guest keeps running; a
+//! load of 8 clients x N requests (vm.info, vm.counters, vm.pv halt-poll changes) fails
+//! none, and the guest still answers on its console; pause and resume work; vmm.shutdown
+//! ends pv-vmm with status 0 and removes the socket.
+//!
+//! `PV_API_LOAD_REQUESTS` sets N (default 1000).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use integration_tests::{repo_root, GuestAssets, LabCommand};
+
+fn ok<T>(r: Result<T, integration_tests::LabError>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Builds pv-vmm and pv-remote (debug) with the cargo running this test.
+fn binaries() -> (PathBuf, PathBuf) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "vmm", "--bins"])
+        .current_dir(repo_root())
+        .status()
+        .expect("running cargo build -p vmm");
+    assert!(status.success(), "cargo build -p vmm failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let vmm = target.join("debug/pv-vmm");
+    let remote = target.join("debug/pv-remote");
+    assert!(
+        vmm.is_file() && remote.is_file(),
+        "binaries missing after the build"
+    );
+    (vmm, remote)
+}
+
+/// What the case script printed.
+#[derive(Debug, Default)]
+struct Run {
+    /// Step name to (pv-remote's exit status, its answer).
+    api: BTreeMap<String, (i32, String)>,
+    marks: Vec<String>,
+    guest: Vec<String>,
+    vmm: Vec<String>,
+    end: Option<String>,
+}
+
+impl Run {
+    fn parse(stdout: &str) -> Self {
+        let mut run = Run::default();
+        for line in stdout.lines().map(|l| l.trim_end_matches('\r')) {
+            if let Some(rest) = line
+                .strip_prefix("@@API ")
+                .and_then(|l| l.strip_suffix("@@"))
+            {
+                let mut words = rest.splitn(3, ' ');
+                let step = words.next().unwrap_or_default().to_owned();
+                let rc = words.next().and_then(|w| w.parse().ok()).unwrap_or(-1);
+                let text = words.next().unwrap_or_default().to_owned();
+                run.api.insert(step, (rc, text));
+            } else if let Some(m) = line
+                .strip_prefix("@@MARK ")
+                .and_then(|l| l.strip_suffix("@@"))
+            {
+                run.marks.push(m.to_owned());
+            } else if let Some(g) = line.strip_prefix("L2| ") {
+                run.guest.push(g.to_owned());
+            } else if let Some(v) = line.strip_prefix("VMM| ") {
+                run.vmm.push(v.to_owned());
+            } else if let Some(e) = line
+                .strip_prefix("@@END ")
+                .and_then(|l| l.strip_suffix("@@"))
+            {
+                run.end = Some(e.to_owned());
+            }
+        }
+        run
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "marks: {:?}\nguest:\n{}\npv-vmm:\n{}",
+            self.marks,
+            self.guest.join("\n"),
+            self.vmm.join("\n")
+        )
+    }
+
+    /// The JSON answer of a step that succeeded.
+    fn json(&self, step: &str) -> serde_json::Value {
+        let (rc, text) = self
+            .api
+            .get(step)
+            .unwrap_or_else(|| panic!("no step {step}\n{}", self.dump()));
+        assert_eq!(*rc, 0, "step {step} failed: {text}\n{}", self.dump());
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("step {step}: {e}: {text}"))
+    }
+
+    /// The error text of a step that failed.
+    fn error(&self, step: &str) -> &str {
+        let (rc, text) = self
+            .api
+            .get(step)
+            .unwrap_or_else(|| panic!("no step {step}\n{}", self.dump()));
+        assert_ne!(*rc, 0, "step {step} succeeded: {text}");
+        text
+    }
+
+    /// The guest's console lines of boot `n` (0-based), split at `@@GUEST-UP`.
+    fn boot(&self, n: usize) -> Vec<&str> {
+        let mut boots: Vec<Vec<&str>> = Vec::new();
+        for line in &self.guest {
+            if line.contains("@@GUEST-UP") {
+                boots.push(Vec::new());
+            }
+            if let Some(b) = boots.last_mut() {
+                b.push(line);
+            }
+        }
+        boots.get(n).cloned().unwrap_or_default()
+    }
+}
+
+/// The sum over the vCPUs of a statistic in a vm.counters answer.
+fn vcpu_sum(counters: &serde_json::Value, name: &str) -> u64 {
+    counters["vcpus"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|c| c["stats"][name].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+fn hints_of(boot: &[&str]) -> Option<u32> {
+    boot.iter().find_map(|l| {
+        let rest = l.split_once("@@CPUID-KVM ")?.1;
+        let hints = rest.split(' ').find_map(|w| w.strip_prefix("hints="))?;
+        u32::from_str_radix(hints.trim_end_matches("@@").trim_start_matches("0x"), 16).ok()
+    })
+}
+
+#[test]
+fn lab_api_drives_a_running_guest() {
+    let assets = ok(GuestAssets::prepare());
+    let (vmm, remote) = binaries();
+    let script = repo_root().join("integration-tests/lab-cases/api-cases.sh");
+    let requests = std::env::var("PV_API_LOAD_REQUESTS").unwrap_or_else(|_| "1000".into());
+    let out = ok(LabCommand::new([
+        "sh".to_owned(),
+        script.display().to_string(),
+        vmm.display().to_string(),
+        remote.display().to_string(),
+        assets.kernel.display().to_string(),
+        assets.initramfs.display().to_string(),
+        requests.clone(),
+    ])
+    .file(&vmm)
+    .file(&remote)
+    .file(&assets.kernel)
+    .file(&assets.initramfs)
+    .file(&script)
+    .timeout(Duration::from_secs(1200))
+    .run());
+    let run = Run::parse(&out.stdout);
+    if let Some(t) = &out.timing {
+        println!("lab: L1 boot {:?} s, total {:.1} s", t.l1_boot_s, t.total_s);
+    }
+    for (step, (rc, text)) in &run.api {
+        let short: String = text.chars().take(300).collect();
+        println!("{step}: {rc} {short}");
+    }
+    assert_eq!(
+        run.end.as_deref(),
+        Some("ok"),
+        "{}\n{}",
+        out.stderr,
+        run.dump()
+    );
+    assert!(
+        run.marks.iter().any(|m| m == "socket-mode 600"),
+        "{:?}",
+        run.marks
+    );
+
+    // Before the change: steal time is on in every vCPU (the MSR read on the vCPU threads
+    // found the record), and halt polling runs.
+    let plan = run.json("pv_halt10ms");
+    assert_eq!(
+        plan["applied_now"],
+        serde_json::json!([{"action": "set_halt_poll_ns", "ns": 10_000_000}]),
+        "{plan}"
+    );
+    let c0 = run.json("counters0");
+    let c1 = run.json("counters1");
+    let vcpus = c0["vcpus"].as_array().expect("vcpus");
+    assert_eq!(vcpus.len(), 4);
+    for v in vcpus {
+        assert_eq!(v["steal_time"]["state"], "enabled", "{v}");
+    }
+    assert!(c0["vm"].is_object(), "{c0}");
+
+    // halt_poll_ns=0 applies now: in the plan, in vm.info, and in the statistics.
+    let plan = run.json("pv_halt0");
+    assert_eq!(
+        plan["applied_now"],
+        serde_json::json!([{"action": "set_halt_poll_ns", "ns": 0}]),
+        "{plan}"
+    );
+    assert!(plan["pending"].is_null(), "{plan}");
+    let info = run.json("info_halt0");
+    assert_eq!(info["state"], "Running");
+    assert_eq!(info["pv"]["requested"]["halt_poll_ns"], 0);
+    assert_eq!(info["pv"]["effective"]["halt_poll_ns"], 0);
+    assert_eq!(info["pv"]["effective_is_live"], true);
+    let c2 = run.json("counters2");
+    let c3 = run.json("counters3");
+    let before = vcpu_sum(&c1, "halt_attempted_poll") - vcpu_sum(&c0, "halt_attempted_poll");
+    let after = vcpu_sum(&c3, "halt_attempted_poll") - vcpu_sum(&c2, "halt_attempted_poll");
+    let halts_after = vcpu_sum(&c3, "halt_exits") - vcpu_sum(&c2, "halt_exits");
+    println!(
+        "halt_attempted_poll over 3 s: {before} with halt_poll_ns=10000000, {after} with halt_poll_ns=0 ({halts_after} halt exits)"
+    );
+    assert!(
+        before > 0,
+        "no halt polling with a 10 ms limit\n{}",
+        run.dump()
+    );
+    assert!(
+        after * 10 <= before,
+        "halt polling went on after halt_poll_ns=0: {before} -> {after}"
+    );
+
+    // dedicated=on is pending until the next reboot.
+    let plan = run.json("pv_dedicated");
+    assert_eq!(plan["pending"]["dedicated"], true, "{plan}");
+    assert_eq!(plan["changes"][0]["timing"], "next_reboot", "{plan}");
+    let info = run.json("info_pending");
+    assert_eq!(info["pv"]["pending"]["dedicated"], true, "{info}");
+    assert_eq!(info["pv"]["requested"]["dedicated"], false, "{info}");
+    assert_eq!(
+        info["pv"]["effective"]["hints"],
+        serde_json::json!([]),
+        "{info}"
+    );
+    assert_eq!(
+        info["pv"]["after_reboot_effective"]["hints"],
+        serde_json::json!(["realtime"])
+    );
+
+    // Bad input while running: 4xx naming the problem.
+    let e = run.error("bad_combo");
+    assert!(e.contains("400") && e.contains("needs steal_time"), "{e}");
+    let e = run.error("bad_state");
+    assert!(e.contains("409") && e.contains("vm.resume"), "{e}");
+
+    // Load: none failed, and the guest still answers on its console.
+    let load = run.json("load");
+    let n: u64 = requests.parse().unwrap_or(1000);
+    assert_eq!(load["failed"], 0, "{load}");
+    assert_eq!(load["completed"].as_u64(), Some(8 * n), "{load}");
+    println!(
+        "load: 8 clients x {n} requests in {:.1} s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        load["wall_s"].as_f64().unwrap_or(f64::NAN),
+        load["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        load["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        load["max_ms"].as_f64().unwrap_or(f64::NAN)
+    );
+    assert!(
+        run.marks.iter().any(|m| m == "console-after-load"),
+        "{}",
+        run.dump()
+    );
+
+    // Pause and resume.
+    assert_eq!(run.json("info_paused")["state"], "Paused");
+    let paused = run.json("counters_paused");
+    assert_eq!(paused["vcpus"].as_array().map(Vec::len), Some(4));
+    assert!(
+        run.marks.iter().any(|m| m == "console-after-resume"),
+        "{}",
+        run.dump()
+    );
+
+    // After the API reboot: dedicated is in force, the guest sees the realtime hint and
+    // does not set up PV TLB flush (it did before).
+    let info = run.json("info_rebooted");
+    assert_eq!(info["state"], "Running");
+    assert_eq!(info["pv"]["requested"]["dedicated"], true, "{info}");
+    assert!(info["pv"]["pending"].is_null(), "{info}");
+    assert_eq!(
+        info["pv"]["effective"]["hints"],
+        serde_json::json!(["realtime"])
+    );
+    let first = run.boot(0);
+    let second = run.boot(1);
+    assert_eq!(hints_of(&first), Some(0), "{}", run.dump());
+    assert_eq!(hints_of(&second), Some(1), "{}", run.dump());
+    let tlb = "kvm-guest: KVM setup pv remote TLB flush";
+    assert!(first.iter().any(|l| l.contains(tlb)), "{}", run.dump());
+    assert!(!second.iter().any(|l| l.contains(tlb)), "{}", run.dump());
+    run.json("counters_rebooted");
+
+    assert!(
+        run.marks.iter().any(|m| m == "vmm-exit 0"),
+        "{:?}",
+        run.marks
+    );
+}

@@ -1,0 +1,396 @@
+//! The HTTP side of the API: the Unix socket and a hyper 1.x HTTP/1.1 server on a
+//! current-thread tokio runtime in its own thread.
+//!
+//! Why hyper: Firecracker's and Cloud Hypervisor's `micro_http` is not on crates.io (the
+//! crate of that name there is another project), and hyper is the maintained, widely used
+//! HTTP implementation; one current-thread runtime on one thread keeps it small and leaves
+//! the VMM's own threads synchronous. The server parses nothing by hand: hyper parses
+//! HTTP, serde parses JSON. Each request becomes an [`ApiMessage`] on the main loop's
+//! channel; the answer comes back on a oneshot channel, so many connections can wait at
+//! once without blocking each other or the runtime.
+
+use std::convert::Infallible;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hypervisor_glue::option_parser::{OptionError, OptionParser};
+
+use super::{parse_request, route, ApiError, ApiMessage, ApiResponse, Method, MAX_BODY};
+use crate::vcpu::Event;
+
+/// How long in-flight requests may take to finish when the VMM exits.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Errors of setting up the API socket.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// `--api-socket` did not parse.
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    /// `--api-socket` without a path.
+    #[error("--api-socket {0}: expected path=PATH")]
+    NoPath(String),
+    /// Another process serves the socket.
+    #[error("--api-socket path={0}: another process is listening on it")]
+    InUse(String),
+    /// The path exists and is not a socket.
+    #[error("--api-socket path={0}: exists and is not a socket; not replacing it")]
+    NotASocket(String),
+    /// A filesystem or socket call failed.
+    #[error("--api-socket path={path}: {what}")]
+    Io {
+        /// The path.
+        path: String,
+        /// What failed.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The server thread could not start.
+    #[error("starting the API thread")]
+    Thread(#[source] io::Error),
+}
+
+/// Parses `--api-socket path=PATH` (a bare path is taken as `path=`, as Cloud Hypervisor
+/// does).
+pub fn parse_api_socket(value: &str) -> Result<PathBuf, SocketError> {
+    if !value.contains('=') && !value.trim().is_empty() {
+        return Ok(PathBuf::from(value.trim()));
+    }
+    let mut parser = OptionParser::new("--api-socket", &["path"]);
+    parser.parse(value)?;
+    parser
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| SocketError::NoPath(value.to_owned()))
+}
+
+/// The bound socket; the file is removed when it is dropped.
+#[derive(Debug)]
+pub struct ApiSocket {
+    path: PathBuf,
+    listener: Option<UnixListener>,
+}
+
+impl ApiSocket {
+    /// Binds `path` with mode 0600. A socket file nobody listens on (left by a crashed run)
+    /// is replaced; a live socket or a path that is not a socket is an error.
+    pub fn bind(path: &Path) -> Result<Self, SocketError> {
+        let name = path.display().to_string();
+        let io_err = |what| {
+            let name = name.clone();
+            move |source| SocketError::Io {
+                path: name,
+                what,
+                source,
+            }
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(SocketError::InUse(name));
+                }
+                log::warn!("--api-socket: replacing the stale socket {name}");
+                std::fs::remove_file(path).map_err(io_err("removing the stale socket"))?;
+            }
+            Ok(_) => return Err(SocketError::NotASocket(name)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("reading its metadata")(e)),
+        }
+        // SAFETY: umask only swaps the process's file-creation mask; it cannot fail and
+        // touches no memory. The mask makes bind() create the socket file as 0600, so it is
+        // never reachable by others, not even between bind() and chmod.
+        let old = unsafe { libc::umask(0o177) };
+        let bound = UnixListener::bind(path);
+        // SAFETY: as above; restores the previous mask.
+        unsafe { libc::umask(old) };
+        let listener = bound.map_err(io_err("binding"))?;
+        let socket = Self {
+            path: path.to_owned(),
+            listener: Some(listener),
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err("setting mode 0600"))?;
+        Ok(socket)
+    }
+}
+
+impl Drop for ApiSocket {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            log::warn!("removing the API socket {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// The running server: stop it with [`ApiServer::stop`].
+#[derive(Debug)]
+pub struct ApiServer {
+    thread: Option<JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ApiServer {
+    /// Serves `socket` on a new thread; requests go to `events`.
+    pub fn start(socket: &mut ApiSocket, events: Sender<Event>) -> Result<Self, SocketError> {
+        let name = socket.path.display().to_string();
+        let listener = socket.listener.take().ok_or_else(|| SocketError::Io {
+            path: name.clone(),
+            what: "serving",
+            source: io::Error::from(io::ErrorKind::AlreadyExists),
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| SocketError::Io {
+                path: name.clone(),
+                what: "setting O_NONBLOCK",
+                source,
+            })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(SocketError::Thread)?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || runtime.block_on(serve(listener, events, stop_rx)))
+            .map_err(SocketError::Thread)?;
+        log::info!("API listening on {name}");
+        Ok(Self {
+            thread: Some(thread),
+            stop: Some(stop_tx),
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (at most [`DRAIN_LIMIT`]) and joins
+    /// the thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("the API thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn serve(
+    listener: UnixListener,
+    events: Sender<Event>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("API: registering the socket with tokio: {e}");
+            return;
+        }
+    };
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        log::warn!("API: accept: {e}");
+                        continue;
+                    }
+                };
+                let events = events.clone();
+                let service = service_fn(move |req| handle(req, events.clone()));
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        log::debug!("API connection: {e}");
+                    }
+                });
+            }
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        log::warn!("API: connections still open after {DRAIN_LIMIT:?}; closing them");
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    events: Sender<Event>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let answer = answer(req, events).await;
+    match &answer {
+        Ok(_) => log::debug!("API {method} {path}: ok"),
+        Err(e) => log::info!("API {method} {path}: {} {e}", e.status()),
+    }
+    Ok(respond(answer))
+}
+
+async fn answer(req: Request<Incoming>, events: Sender<Event>) -> ApiResponse {
+    let path = req.uri().path().to_owned();
+    let endpoint = route(&path)?;
+    let method = match *req.method() {
+        hyper::Method::GET => Some(Method::Get),
+        hyper::Method::PUT => Some(Method::Put),
+        _ => None,
+    };
+    if method != Some(endpoint.method) {
+        return Err(ApiError::MethodNotAllowed {
+            path,
+            method: req.method().to_string(),
+            allowed: endpoint.method.as_str(),
+        });
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(format!("reading the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    let request = parse_request(endpoint, &body)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    events
+        .send(Event::Api(ApiMessage { request, reply }))
+        .map_err(|_| ApiError::Unavailable)?;
+    answer.await.map_err(|_| ApiError::Unavailable)?
+}
+
+fn respond(answer: ApiResponse) -> Response<Full<Bytes>> {
+    let (status, body, allow) = match answer {
+        Ok(Some(json)) => (200, Some(json.to_string()), None),
+        Ok(None) => (204, None, None),
+        Err(e) => {
+            let allow = match &e {
+                ApiError::MethodNotAllowed { allowed, .. } => Some(*allowed),
+                _ => None,
+            };
+            (e.status(), Some(e.body()), allow)
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body.clone().unwrap_or_default())));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let headers = response.headers_mut();
+    if body.is_some() {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    if let Some(allow) = allow {
+        headers.insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_socket_option() {
+        assert_eq!(
+            parse_api_socket("path=/tmp/a.sock").ok(),
+            Some(PathBuf::from("/tmp/a.sock"))
+        );
+        assert_eq!(
+            parse_api_socket("/tmp/b.sock").ok(),
+            Some(PathBuf::from("/tmp/b.sock"))
+        );
+        let err = parse_api_socket("fd=3").expect_err("fd").to_string();
+        assert!(err.contains("fd"), "{err}");
+        let err = parse_api_socket("path=").expect_err("empty").to_string();
+        assert!(err.contains("expected path=PATH"), "{err}");
+        assert!(parse_api_socket("").is_err());
+    }
+
+    #[test]
+    fn bind_replaces_stale_and_refuses_live_sockets() {
+        let dir = vmm_sys_util::tempdir::TempDir::new().expect("tempdir");
+        let path = dir.as_path().join("api.sock");
+        {
+            let mut socket = ApiSocket::bind(&path).expect("binds");
+            let mode = std::fs::metadata(&path)
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let err = ApiSocket::bind(&path).expect_err("live").to_string();
+            assert!(err.contains("another process is listening"), "{err}");
+            // Close the listener but leave the file behind, as a crash would.
+            drop(socket.listener.take());
+            std::mem::forget(socket);
+        }
+        assert!(path.exists());
+        let socket = ApiSocket::bind(&path).expect("replaces the stale socket");
+        drop(socket);
+        assert!(!path.exists(), "removed on drop");
+
+        let file = dir.as_path().join("plain");
+        std::fs::write(&file, b"x").expect("write");
+        let err = ApiSocket::bind(&file).expect_err("file").to_string();
+        assert!(err.contains("not a socket"), "{err}");
+        assert!(file.exists(), "a plain file is never removed");
+    }
+
+    #[test]
+    fn responses_carry_status_and_json() {
+        let r = respond(Ok(None));
+        assert_eq!(r.status(), 204);
+        let r = respond(Ok(Some(serde_json::json!({"a": 1}))));
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        let r = respond(Err(ApiError::MethodNotAllowed {
+            path: "/api/v1/vm.info".into(),
+            method: "POST".into(),
+            allowed: "GET",
+        }));
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()[ALLOW], "GET");
+    }
+}

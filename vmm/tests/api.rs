@@ -1,0 +1,242 @@
+//! The REST API without a VM: every path the OpenAPI document lists answers with a status
+//! the document gives it, wrong methods get 405, unknown paths 404, oversized bodies 413,
+//! bad JSON 400, and none of it disturbs the VMM. No VM is built, so no KVM is needed.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{openapi_operations, ApiVmm};
+
+#[test]
+fn openapi_lists_every_served_path() {
+    let ops = openapi_operations();
+    let mut paths: Vec<&str> = ops.iter().map(|o| o.path.as_str()).collect();
+    paths.sort();
+    let mut want = vec![
+        "/vmm.ping",
+        "/vmm.shutdown",
+        "/vm.create",
+        "/vm.boot",
+        "/vm.info",
+        "/vm.counters",
+        "/vm.pause",
+        "/vm.resume",
+        "/vm.reboot",
+        "/vm.shutdown",
+        "/vm.delete",
+        "/vm.pv",
+    ];
+    want.sort();
+    assert_eq!(paths, want);
+    for op in &ops {
+        assert!(!op.codes.is_empty(), "{op:?} documents no response");
+    }
+}
+
+#[test]
+fn every_documented_path_answers_as_documented_without_a_vm() {
+    let mut vmm = ApiVmm::start();
+    let mode = std::fs::metadata(&vmm.socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode");
+    let ops = openapi_operations();
+    // vmm.shutdown ends the process: last.
+    let (last, rest): (Vec<_>, Vec<_>) = ops.into_iter().partition(|o| o.path == "/vmm.shutdown");
+    for op in rest.iter().chain(last.iter()) {
+        let path = format!("/api/v1{}", op.path);
+        let body: &[u8] = match op.path.as_str() {
+            "/vm.create" => br#"{"payload":{"kernel":"/nonexistent/bzImage"}}"#,
+            "/vm.pv" => br#"{"halt_poll_ns":0}"#,
+            _ => b"",
+        };
+        let (status, json) = vmm.call(&op.method, &path, body);
+        assert!(
+            op.codes.contains(&status),
+            "{} {path}: {status} not among the documented {:?}: {json}",
+            op.method,
+            op.codes
+        );
+        let want = match op.path.as_str() {
+            "/vmm.ping" => 200,
+            "/vm.create" => 400,
+            "/vm.delete" | "/vmm.shutdown" => 204,
+            _ => 409,
+        };
+        assert_eq!(status, want, "{} {path}: {json}", op.method);
+        if status >= 400 {
+            assert!(json["error"].is_string(), "{path}: {json}");
+        }
+        if op.path == "/vmm.ping" {
+            assert_eq!(json["pid"], vmm.child.id());
+            assert!(json["version"].is_string());
+        }
+        if op.path != "/vmm.shutdown" {
+            // A wrong method on every path: 405.
+            let wrong = if op.method == "GET" { "PUT" } else { "GET" };
+            let (status, json) = vmm.call(wrong, &path, b"");
+            assert_eq!(status, 405, "{wrong} {path}: {json}");
+            assert!(json["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&op.method)));
+        }
+    }
+    assert_eq!(vmm.wait_exit(), Some(0), "vmm.shutdown ends pv-vmm with 0");
+    assert!(!vmm.socket.exists(), "the socket is removed on exit");
+}
+
+#[test]
+fn client_mistakes_get_4xx_and_the_vmm_keeps_serving() {
+    let vmm = ApiVmm::start();
+    let cases: &[(&str, &str, &[u8], u16, &str)] = &[
+        (
+            "GET",
+            "/api/v1/vm.nope",
+            b"",
+            404,
+            "unknown path /api/v1/vm.nope",
+        ),
+        ("GET", "/api/v2/vm.info", b"", 404, "unknown path"),
+        ("GET", "/", b"", 404, "unknown path"),
+        ("POST", "/api/v1/vm.info", b"", 405, "takes GET, not POST"),
+        ("DELETE", "/api/v1/vm.pv", b"", 405, "takes PUT, not DELETE"),
+        (
+            "PUT",
+            "/api/v1/vm.create",
+            b"{",
+            400,
+            "vm.create: invalid JSON body",
+        ),
+        ("PUT", "/api/v1/vm.create", b"", 400, "EOF"),
+        (
+            "PUT",
+            "/api/v1/vm.create",
+            br#"{"payload":{"kernel":"/k"},"disks":[]}"#,
+            400,
+            "unknown field `disks`",
+        ),
+        (
+            "PUT",
+            "/api/v1/vm.create",
+            br#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":"two","max_vcpus":2}}"#,
+            400,
+            "invalid type",
+        ),
+        (
+            "PUT",
+            "/api/v1/vm.create",
+            br#"{"payload":{"kernel":"/k"},"memory":{"size":1024}}"#,
+            400,
+            "memory.size=1024",
+        ),
+        (
+            "PUT",
+            "/api/v1/vm.pv",
+            br#"{"halt_poll":1}"#,
+            400,
+            "unknown field `halt_poll`",
+        ),
+        (
+            "PUT",
+            "/api/v1/vm.pv",
+            br#"{"dedicated":1}"#,
+            400,
+            "invalid type",
+        ),
+        ("PUT", "/api/v1/vm.pv", b"{}", 409, "no VM is created"),
+        ("PUT", "/api/v1/vm.boot", b"", 409, "no VM is created"),
+    ];
+    for (method, path, body, status, needle) in cases {
+        let (got, json) = vmm.call(method, path, body);
+        assert_eq!(got, *status, "{method} {path}: {json}");
+        let error = json["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(needle),
+            "{method} {path}: `{needle}` not in {json}"
+        );
+    }
+    // Over the limit, declared or not: 413.
+    let big = vec![b' '; 64 * 1024 + 1];
+    let (status, json) = vmm.call("PUT", "/api/v1/vm.create", &big);
+    assert_eq!(status, 413, "{json}");
+    assert!(json["error"].as_str().is_some_and(|e| e.contains("65536")));
+    // Still serving.
+    let (status, json) = vmm.call("GET", "/api/v1/vmm.ping", b"");
+    assert_eq!(status, 200, "{json}");
+}
+
+#[test]
+fn a_live_socket_is_refused_and_a_stale_one_replaced() {
+    let vmm = ApiVmm::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pv-vmm"))
+        .arg("--api-socket")
+        .arg(format!("path={}", vmm.socket.display()))
+        .output()
+        .expect("second pv-vmm");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another process is listening"), "{stderr}");
+    assert!(vmm.socket.exists(), "the live socket stays");
+    drop(vmm);
+
+    // A socket file left by a killed pv-vmm is replaced.
+    let mut stale = ApiVmm::start();
+    let path = stale.socket.clone();
+    let _ = stale.child.kill();
+    let _ = stale.child.wait();
+    assert!(path.exists(), "SIGKILL leaves the socket file");
+    let mut next = std::process::Command::new(env!("CARGO_BIN_EXE_pv-vmm"))
+        .arg("--api-socket")
+        .arg(format!("path={}", path.display()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pv-vmm on the stale socket");
+    let start = std::time::Instant::now();
+    let mut pinged = false;
+    while start.elapsed() < std::time::Duration::from_secs(10) {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            let (status, _) = common::request(&path, "GET", "/api/v1/vmm.ping", b"");
+            pinged = status == 200;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = next.kill();
+    let _ = next.wait();
+    assert!(pinged, "pv-vmm did not serve on the replaced socket");
+}
+
+#[test]
+fn pv_remote_prints_json_and_fails_on_4xx() {
+    let vmm = ApiVmm::start();
+    let remote = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pv-remote"))
+            .arg("--api-socket")
+            .arg(&vmm.socket)
+            .args(args)
+            .output()
+            .expect("pv-remote")
+    };
+    let out = remote(&["ping"]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["pid"], vmm.child.id());
+    let out = remote(&["info"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("pv-remote: error: the server answered 409: vm.info: no VM"),
+        "{stderr}"
+    );
+    let out = remote(&["pv", "--halt-poll-ns", "fast"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--halt-poll-ns fast"));
+    let out = remote(&["delete"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
