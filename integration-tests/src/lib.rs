@@ -350,6 +350,36 @@ impl LabCommand {
     }
 }
 
+/// Builds `pv-vmm` and `pv-remote` (debug) with the cargo running the test and returns
+/// their paths, in that order.
+pub fn vmm_binaries() -> (PathBuf, PathBuf) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "vmm", "--bins"])
+        .current_dir(repo_root())
+        .status()
+        .expect("running cargo build -p vmm");
+    assert!(status.success(), "cargo build -p vmm failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let vmm = target.join("debug/pv-vmm");
+    let remote = target.join("debug/pv-remote");
+    assert!(
+        vmm.is_file() && remote.is_file(),
+        "{} or {} missing after the build",
+        vmm.display(),
+        remote.display()
+    );
+    (vmm, remote)
+}
+
+/// The value of a lab step, or a test failure with the error's full text (reason, console
+/// tail, log directory).
+pub fn ok<T>(r: Result<T, LabError>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The guest (L2) kernel and initramfs, prepared by the repository's scripts.
 #[derive(Debug, Clone)]
 pub struct GuestAssets {

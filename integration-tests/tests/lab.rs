@@ -8,12 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use integration_tests::peer::{parse_cases, CaseResult};
-use integration_tests::{repo_root, which, GuestAssets, LabCommand, LabMode, PV_GUEST_LINES};
-
-/// Fails the test with the error's full text (reason, console tail, log directory).
-fn ok<T>(r: Result<T, integration_tests::LabError>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
+use integration_tests::{ok, repo_root, which, GuestAssets, LabCommand, LabMode, PV_GUEST_LINES};
 
 /// L1 (or the host) has a real `/dev/kvm` backed by kvm_amd (kvm_intel on a direct Intel
 /// host).

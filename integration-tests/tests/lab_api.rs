@@ -11,36 +11,9 @@
 //! `PV_API_LOAD_REQUESTS` sets N (default 1000).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use integration_tests::{repo_root, GuestAssets, LabCommand};
-
-fn ok<T>(r: Result<T, integration_tests::LabError>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Builds pv-vmm and pv-remote (debug) with the cargo running this test.
-fn binaries() -> (PathBuf, PathBuf) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "vmm", "--bins"])
-        .current_dir(repo_root())
-        .status()
-        .expect("running cargo build -p vmm");
-    assert!(status.success(), "cargo build -p vmm failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let vmm = target.join("debug/pv-vmm");
-    let remote = target.join("debug/pv-remote");
-    assert!(
-        vmm.is_file() && remote.is_file(),
-        "binaries missing after the build"
-    );
-    (vmm, remote)
-}
+use integration_tests::{ok, repo_root, vmm_binaries, GuestAssets, LabCommand};
 
 /// What the case script printed.
 #[derive(Debug, Default)]
@@ -148,7 +121,7 @@ fn hints_of(boot: &[&str]) -> Option<u32> {
 #[test]
 fn lab_api_drives_a_running_guest() {
     let assets = ok(GuestAssets::prepare());
-    let (vmm, remote) = binaries();
+    let (vmm, remote) = vmm_binaries();
     let script = repo_root().join("integration-tests/lab-cases/api-cases.sh");
     let requests = std::env::var("PV_API_LOAD_REQUESTS").unwrap_or_else(|_| "1000".into());
     let out = ok(LabCommand::new([

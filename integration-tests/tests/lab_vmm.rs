@@ -5,34 +5,11 @@
 //! Like `lab.rs` this binary drives `scripts/lab/run` itself (`lab*` binaries run on the
 //! host under the cargo runner).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use integration_tests::peer::{parse_cases, CaseResult};
-use integration_tests::{repo_root, GuestAssets, LabCommand, PV_GUEST_LINES};
+use integration_tests::{ok, repo_root, vmm_binaries, GuestAssets, LabCommand, PV_GUEST_LINES};
 use pv_features::cpuid::{KvmFeatures, KvmHints};
-
-fn ok<T>(r: Result<T, integration_tests::LabError>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Builds pv-vmm (debug) with the cargo running this test and returns its path.
-fn pv_vmm() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "vmm", "--bin", "pv-vmm"])
-        .current_dir(repo_root())
-        .status()
-        .expect("running cargo build -p vmm");
-    assert!(status.success(), "cargo build -p vmm failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let path = target.join("debug/pv-vmm");
-    assert!(path.is_file(), "{} missing after the build", path.display());
-    path
-}
 
 /// The KVM leaves the guest found: (base, features, hints), or None for "none".
 fn guest_cpuid(case: &CaseResult) -> Option<(u32, KvmFeatures, KvmHints)> {
@@ -84,7 +61,7 @@ fn dump(case: &CaseResult) -> String {
 #[test]
 fn lab_pv_vmm_boots_with_the_pv_features() {
     let assets = ok(GuestAssets::prepare());
-    let vmm = pv_vmm();
+    let (vmm, _) = vmm_binaries();
     let script = repo_root().join("integration-tests/lab-cases/vmm-cases.sh");
     let cases: [(&str, &str, &str); 8] = [
         ("default4", "boot=4", "-"),
