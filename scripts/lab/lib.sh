@@ -62,3 +62,10 @@ sha256_stdin() {
 sha256_file() {
     sha256sum -- "$1" | cut -d' ' -f1
 }
+
+# True on a host with hardware virtualization that KVM uses (vmx/svm and kvm_intel or
+# kvm_amd loaded): real KVM is there directly and the lab is not needed.
+host_has_hw_virt() {
+    grep -qwE 'vmx|svm' /proc/cpuinfo 2>/dev/null &&
+        { [[ -d /sys/module/kvm_intel ]] || [[ -d /sys/module/kvm_amd ]]; }
+}

@@ -33,15 +33,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("pv-vmm: error: {}", chain(err.as_ref()));
+            eprintln!("pv-vmm: error: {}", control::chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line.
-fn chain(err: &dyn Error) -> String {
-    control::chain(err)
 }
 
 fn init_logging(verbose: u8) {
