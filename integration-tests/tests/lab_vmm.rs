@@ -13,23 +13,7 @@ use pv_features::cpuid::{KvmFeatures, KvmHints};
 
 /// The KVM leaves the guest found: (base, features, hints), or None for "none".
 fn guest_cpuid(case: &CaseResult) -> Option<(u32, KvmFeatures, KvmHints)> {
-    let text = case
-        .guest_marker("CPUID-KVM ")
-        .unwrap_or_else(|| panic!("case {}: no CPUID dump in the guest log", case.name));
-    if text == "none" {
-        return None;
-    }
-    let field = |key: &str| {
-        text.split(' ')
-            .find_map(|w| w.strip_prefix(key))
-            .and_then(|v| u32::from_str_radix(v.trim_start_matches("0x"), 16).ok())
-            .unwrap_or_else(|| panic!("case {}: bad CPUID dump `{text}`", case.name))
-    };
-    Some((
-        field("base="),
-        KvmFeatures::from_bits_retain(field("features=")),
-        KvmHints::from_bits_retain(field("hints=")),
-    ))
+    case.guest_kvm_cpuid().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// What pv-vmm logged it advertises: the `[...]` after `label` in its "KVM leaves" line.

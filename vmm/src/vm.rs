@@ -28,6 +28,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VmFd};
 use pv_features::config::EffectivePv;
+use pv_features::cpuid::KvmFeatures;
 use pv_features::setup::PvVm;
 use pv_features::stats::{Stats, StatsFd};
 use pv_features::steal_time::{read_snapshot, StealTimeMsr, StealTimeSnapshot};
@@ -274,11 +275,17 @@ impl RunningVm {
             Ok(v) => (v, None),
             Err(e) => (None, Some(e)),
         };
-        let msrs = vcpu::read_steal_msrs(&self.shared, &self.threads);
+        let advertised = self.effective().features.contains(KvmFeatures::STEAL_TIME);
+        let msrs = if advertised {
+            vcpu::read_steal_msrs(&self.shared, &self.threads)
+        } else {
+            Vec::new()
+        };
         let vcpus = (0..self.threads.len())
             .map(|id| {
                 let stats = read(self.vcpu_stats.get(id).and_then(Option::as_ref));
                 let steal_time = match msrs.get(id).copied().flatten() {
+                    None if !advertised => StealTime::NotAdvertised,
                     None => StealTime::Unknown {
                         reason: "the vCPU thread did not answer the MSR read".to_owned(),
                     },
@@ -350,6 +357,9 @@ fn stats_map(stats: Stats) -> StatsMap {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum StealTime {
+    /// This VM does not advertise `steal_time`: there is no record to read (and KVM
+    /// refuses the MSR under PV CPUID enforcement).
+    NotAdvertised,
     /// The guest has not enabled steal time on this vCPU (MSR bit 0 clear).
     Disabled {
         /// The MSR value.
