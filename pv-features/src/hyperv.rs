@@ -240,8 +240,10 @@ impl HypervLeaves {
     ///   get #GP on the SynIC MSRs of a vCPU whose SynIC is not enabled;
     /// - `syndbg` (the debugging bits and leaves 0x40000080..=0x40000082): KVM forwards the
     ///   synthetic debugger to the VMM (`KVM_EXIT_HYPERV_SYNDBG`), which serves none;
-    /// - `evmcs` (the enlightened VMCS recommendation and leaf 0x4000000a): it needs
-    ///   `KVM_CAP_HYPERV_ENLIGHTENED_VMCS`, which is not enabled.
+    /// - `evmcs` (the enlightened VMCS recommendation and the nested-virtualization leaf
+    ///   0x4000000a, which KVM 6.1 reports even on AMD): they go with
+    ///   `KVM_CAP_HYPERV_ENLIGHTENED_VMCS`, which is not enabled (QEMU too offers the leaf
+    ///   only with `hv-evmcs`).
     ///
     /// The vendor leaf's highest leaf is then lowered to the highest leaf kept. Index and
     /// flags are cleared (KVM reserves them here).
@@ -316,7 +318,7 @@ impl HypervLeaves {
         if evmcs {
             note(
                 "evmcs",
-                "this VMM does not enable the enlightened VMCS (KVM_CAP_HYPERV_ENLIGHTENED_VMCS)",
+                "the nested-virtualization leaf 0x4000000a and the enlightened VMCS need KVM_CAP_HYPERV_ENLIGHTENED_VMCS, which this VMM does not enable",
             );
         }
 
@@ -495,8 +497,10 @@ pub(crate) mod tests {
         }
     }
 
-    /// What Linux 6.1's `kvm_get_hv_cpuid` returns on an AMD host (no enlightened VMCS):
-    /// "Linux KVM Hv" up to the synthetic debugger leaves.
+    /// What Linux 6.1's `kvm_get_hv_cpuid` returns on an AMD host (no enlightened VMCS, but
+    /// the nested features leaf all the same): "Linux KVM Hv" up to the synthetic debugger
+    /// leaves. The lab's L1 gives the VM the same block: highest leaf 0x40000005 after
+    /// dropping `syndbg` and `evmcs`.
     pub(crate) fn kvm_61_leaves() -> Vec<kvm_cpuid_entry2> {
         vec![
             entry(
@@ -511,6 +515,7 @@ pub(crate) mod tests {
             entry(0x4000_0003, 0x2bff, 0x0830, 0, 0x0008_0d32),
             entry(0x4000_0004, 0x0004_0e2c, 0xfff, 0, 0),
             entry(0x4000_0005, 0x400, 0x40, 0, 0),
+            entry(0x4000_000a, 0x0008_0000 | 0x0002_0000, 0, 0, 0),
             entry(0x4000_0080, 0, 0x756e_694c, 0x564b_2078, 0x7648_204d),
             entry(0x4000_0081, 0x3123_5356, 0, 0, 0),
             entry(0x4000_0082, 0x2, 0, 0, 0),
@@ -538,7 +543,7 @@ pub(crate) mod tests {
         );
         assert_eq!(hv.synic(), Some(SynicCap::Synic2));
         let dropped: Vec<&str> = hv.dropped().iter().map(|d| d.feature.as_str()).collect();
-        assert_eq!(dropped, ["syndbg"]);
+        assert_eq!(dropped, ["syndbg", "evmcs"]);
     }
 
     #[test]
@@ -569,9 +574,17 @@ pub(crate) mod tests {
     #[test]
     fn enlightened_vmcs_is_dropped() {
         let mut leaves = kvm_61_leaves();
+        leaves.retain(|e| e.function != HYPERV_CPUID_NESTED_FEATURES);
+        let hv = HypervLeaves::from_supported(&leaves, Some(SynicCap::Synic2)).expect("valid");
+        assert!(
+            hv.dropped().iter().all(|d| d.feature != "evmcs"),
+            "nothing of it reported, nothing dropped"
+        );
         leaves[4].eax |= HV_X64_ENLIGHTENED_VMCS_RECOMMENDED;
+        // The recommendation bit alone is enough to drop the group.
+        let hv = HypervLeaves::from_supported(&leaves, Some(SynicCap::Synic2)).expect("valid");
+        assert!(hv.dropped().iter().any(|d| d.feature == "evmcs"));
         leaves.push(entry(HYPERV_CPUID_NESTED_FEATURES, 0x0000_0101, 0, 0, 0));
-        leaves[0].eax = 0x4000_0082;
         let hv = HypervLeaves::from_supported(&leaves, Some(SynicCap::Synic2)).expect("valid");
         assert!(hv.leaf(HYPERV_CPUID_NESTED_FEATURES).is_none());
         assert_eq!(
