@@ -19,6 +19,8 @@
  *   pingpong   two threads pinned to the first and the last CPU hand a token back and forth
  *              through futexes, sleeping while they wait: every hand-over wakes a sleeping
  *              vCPU.                                         op = one round trip.
+ *   idle       sleeps SECONDS (the guest's vCPUs halt): a window for the host to count
+ *              halt exits.                                   op = the whole sleep.
  *   vmcall     issues KVM_HC_SEND_IPI with VMCALL (Intel) or VMMCALL (AMD) from user space,
  *              once: KVM answers -KVM_EPERM (-1) to CPL 3 and does not exit to the VMM.
  *
@@ -275,6 +277,15 @@ static void run_pingpong(double seconds)
     report(ops, t1 - t0, "");
 }
 
+static void run_idle(double seconds)
+{
+    double t0 = now();
+    struct timespec nap = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&nap, &nap) != 0 && errno == EINTR)
+        ;
+    report(1, now() - t0, "");
+}
+
 static void run_vmcall(void)
 {
     unsigned int a, b, c, d;
@@ -301,7 +312,7 @@ static void run_vmcall(void)
 int main(int argc, char **argv)
 {
     if (argc != 3 && !(argc == 2 && strcmp(argv[1], "vmcall") == 0)) {
-        fprintf(stderr, "usage: pv-load ipi|tlb|tlb-sleep|ebizzy|pingpong SECONDS\n"
+        fprintf(stderr, "usage: pv-load ipi|tlb|tlb-sleep|ebizzy|pingpong|idle SECONDS\n"
                         "       pv-load vmcall\n");
         return 2;
     }
@@ -327,9 +338,11 @@ int main(int argc, char **argv)
         run_ebizzy(seconds);
     else if (strcmp(kind, "pingpong") == 0)
         run_pingpong(seconds);
+    else if (strcmp(kind, "idle") == 0)
+        run_idle(seconds);
     else {
         fprintf(stderr, "pv-load: unknown kind '%s' (ipi, tlb, tlb-sleep, ebizzy, pingpong, "
-                        "vmcall)\n",
+                        "idle, vmcall)\n",
                 kind);
         return 2;
     }
