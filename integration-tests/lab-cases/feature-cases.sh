@@ -26,6 +26,7 @@
 #   @@REC <name> pv_tlb_flush_requested <kind> <count>@@    (with tracefs only)
 #   @@REC <name> hypercall_nrs <kind> <nr>:<count>... overrun:<lost events>@@  (tracefs)
 #   @@REC <name> send_ipi_icr <kind> <icr>:<count>... overrun:<lost events>@@   (tracefs)
+#   @@REC <name> icr_writes <kind> <vector>:<count>... overrun:<lost events>@@  (tracefs)
 #   L2| <each line of the guest's console>
 #   VMM| <each line pv-vmm wrote on stderr>
 #   @@STAT <name> vmm_exit <pv-vmm's exit status>@@
@@ -46,15 +47,18 @@ over=$((2 * ncpu))
 # tracefs, where the host has it, counts what the KVM statistics cannot tell apart:
 # kvm_pv_tlb_flush fires each time KVM updates a vCPU's steal-time record, and with
 # need_flush_tlb true it is a flush the guest requested there instead of sending an IPI;
-# kvm_hypercall carries the hypercall number (5 KICK_CPU, 10 SEND_IPI, 11 SCHED_YIELD).
+# kvm_hypercall carries the hypercall number (5 KICK_CPU, 10 SEND_IPI, 11 SCHED_YIELD);
+# kvm_msr, filtered to the x2APIC ICR (0x830), counts the IPIs sent by MSR write, by vector.
 trace=/sys/kernel/tracing
 [ -d "$trace/events" ] || mount -t tracefs nodev "$trace" 2>/dev/null
 flush_event=$trace/events/kvm/kvm_pv_tlb_flush
 hc_event=$trace/events/kvm/kvm_hypercall
-if [ -w "$flush_event/enable" ] && [ -w "$hc_event/enable" ]; then
+msr_event=$trace/events/kvm/kvm_msr
+if [ -w "$flush_event/enable" ] && [ -w "$hc_event/enable" ] && [ -w "$msr_event/enable" ]; then
     tracefs=yes
     echo 8192 >"$trace/buffer_size_kb"
     echo 'need_flush_tlb==1' >"$flush_event/filter"
+    echo 'ecx==0x830' >"$msr_event/filter"
 else
     tracefs=no
 fi
@@ -68,6 +72,7 @@ trace_start() {
     echo >"$trace/trace"
     echo 1 >"$flush_event/enable"
     echo 1 >"$hc_event/enable"
+    echo 1 >"$msr_event/enable"
     echo 1 >"$trace/tracing_on"
 }
 
@@ -78,6 +83,7 @@ trace_count() {
     echo 0 >"$trace/tracing_on"
     echo 0 >"$flush_event/enable"
     echo 0 >"$hc_event/enable"
+    echo 0 >"$msr_event/enable"
     echo "@@REC $1 pv_tlb_flush_requested $2 $(grep -c 'need_flush_tlb true' "$trace/trace")@@"
     nrs=$(grep -o 'kvm_hypercall: nr 0x[0-9a-f]*' "$trace/trace" | sed 's/.* nr //' | sort | uniq -c |
         awk '{printf "%s:%s ", $2, $1}')
@@ -87,6 +93,10 @@ trace_count() {
     icrs=$(grep -o 'kvm_hypercall: nr 0xa a0 .* a3 0x[0-9a-f]*' "$trace/trace" | sed 's/.* a3 //' |
         sort | uniq -c | awk '{printf "%s:%s ", $2, $1}')
     echo "@@REC $1 send_ipi_icr $2 ${icrs}overrun:$lost@@"
+    # x2APIC ICR writes, by vector (the low byte of the value written).
+    vecs=$(grep -o 'msr_write 830 = 0x[0-9a-f]*' "$trace/trace" | sed 's/.*\(..\)$/0x\1/' |
+        sort | uniq -c | awk '{printf "%s:%s ", $2, $1}')
+    echo "@@REC $1 icr_writes $2 ${vecs}overrun:$lost@@"
 }
 
 hog_pids=""

@@ -253,6 +253,8 @@ struct Work {
     hypercall_nrs: Option<BTreeMap<u64, u64>>,
     /// SEND_IPI hypercalls by ICR (delivery mode and vector), likewise.
     send_ipi_icr: Option<BTreeMap<u64, u64>>,
+    /// x2APIC ICR writes (one exit each) by vector, likewise.
+    icr_writes: Option<BTreeMap<u64, u64>>,
 }
 
 impl Work {
@@ -289,6 +291,7 @@ impl Work {
                 .and_then(|v| v.trim().parse().ok()),
             hypercall_nrs: c.record("hypercall_nrs", kind).and_then(parse_nrs),
             send_ipi_icr: c.record("send_ipi_icr", kind).and_then(parse_nrs),
+            icr_writes: c.record("icr_writes", kind).and_then(parse_nrs),
         }
     }
 
@@ -635,14 +638,31 @@ fn lab_features_guest_view_and_host_counters() {
             off.ops
         ),
     );
-    check(
-        off.per_op("exits") > on.per_op("exits"),
-        format!(
-            "exits per send: off {:.2} not above on {:.2}",
-            off.per_op("exits"),
-            on.per_op("exits")
+    // The exits that sending the multicasts cost: a SEND_IPI hypercall each with the
+    // feature; one x2APIC ICR write per destination without it. (The VM's whole exit count
+    // per send is dominated by the overcommitted vCPUs' other exits, so it is printed, not
+    // asserted.)
+    let send_exits = |w: &Work| -> Option<f64> {
+        let hc = w.send_ipi_icr.as_ref()?.get(&ICR_CALL_FUNCTION).copied();
+        let wr = w.icr_writes.as_ref()?.get(&ICR_CALL_FUNCTION).copied();
+        Some((hc.unwrap_or(0) + wr.unwrap_or(0)) as f64 / w.ops.max(1) as f64)
+    };
+    match (send_exits(&on), send_exits(&off)) {
+        (Some(e_on), Some(e_off)) => {
+            let _ = writeln!(
+                table,
+                "{:<22} exits to send one multicast: PV send-IPI on {e_on:.2}, off {e_off:.2}",
+                "ipi"
+            );
+            check(
+                e_on <= 1.2 && e_off > e_on,
+                format!("exits per multicast send: on {e_on:.2} (want <= 1.2), off {e_off:.2}"),
+            );
+        }
+        _ => println!(
+            "NOT EXERCISED: exits per multicast send (no tracefs kvm_msr/kvm_hypercall, or lost events)"
         ),
-    );
+    }
 
     // 4. Steal time under overcommit with a host hog: the guest sees it, every vCPU's
     // record grows, KVM reports preemptions; with steal_time off the guest sees none.
