@@ -28,6 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hypervisor_glue::option_parser::{OptionError, OptionParser};
 
 use super::{parse_request, route, ApiError, ApiMessage, ApiResponse, Method, MAX_BODY};
+use crate::seccomp::{self, Filters, ThreadKind};
 use crate::vcpu::Event;
 
 /// How long in-flight requests may take to finish when the VMM exits.
@@ -146,7 +147,11 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Serves `socket` on a new thread; requests go to `events`.
-    pub fn start(socket: &mut ApiSocket, events: Sender<Event>) -> Result<Self, SocketError> {
+    pub fn start(
+        socket: &mut ApiSocket,
+        events: Sender<Event>,
+        filters: &Filters,
+    ) -> Result<Self, SocketError> {
         let name = socket.path.display().to_string();
         let listener = socket.listener.take().ok_or_else(|| SocketError::Io {
             path: name.clone(),
@@ -166,10 +171,10 @@ impl ApiServer {
             .build()
             .map_err(SocketError::Thread)?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("api".into())
-            .spawn(move || runtime.block_on(serve(listener, events, stop_rx)))
-            .map_err(SocketError::Thread)?;
+        let thread = seccomp::spawn("api".into(), ThreadKind::Api, filters, move || {
+            runtime.block_on(serve(listener, events, stop_rx))
+        })
+        .map_err(SocketError::Thread)?;
         log::info!("API listening on {name}");
         Ok(Self {
             thread: Some(thread),
