@@ -240,3 +240,35 @@ fn pv_remote_prints_json_and_fails_on_4xx() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Found by schemathesis: `enum: [Off, Tty, File, Null]` made YAML read `Null` as null (and,
+/// by YAML 1.1 rules, `Off`/`off` as false), so the document refused the `serial.mode` that
+/// vm.info returns. Every enum value that a YAML reader could take for something other
+/// than a string must be quoted.
+#[test]
+fn openapi_enum_values_are_strings_to_any_yaml_reader() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/pv-vmm.yaml"))
+        .expect("reading the OpenAPI document");
+    let special = [
+        "null", "~", "off", "on", "yes", "no", "y", "n", "true", "false",
+    ];
+    let mut enums = 0;
+    for (n, line) in doc.lines().enumerate() {
+        let Some(list) = line
+            .trim()
+            .strip_prefix("enum: [")
+            .and_then(|l| l.strip_suffix(']'))
+        else {
+            continue;
+        };
+        enums += 1;
+        for value in list.split(',').map(str::trim) {
+            assert!(
+                !special.contains(&value.to_lowercase().as_str()),
+                "line {}: enum value {value} must be quoted: {line}",
+                n + 1
+            );
+        }
+    }
+    assert!(enums >= 8, "only {enums} enum lists found");
+}
