@@ -290,7 +290,7 @@ pub enum PauseError {
 }
 
 /// How long [`pause_all`] and [`read_steal_msrs`] wait for the threads.
-const WAIT_LIMIT: Duration = Duration::from_secs(5);
+pub const WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 /// Pauses the vCPU threads: each parks before running guest code again. Returns once every
 /// live thread is parked; on timeout the VM is resumed and the error says how many parked.

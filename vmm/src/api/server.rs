@@ -36,7 +36,7 @@ use crate::seccomp::{self, Filters, ThreadKind};
 use crate::vcpu::Event;
 
 /// How long in-flight requests may take to finish when the VMM exits.
-const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Most connections served at once: a quarter of the process's file descriptor limit, at
 /// most 64, so that clients can never take the descriptors the VM needs (a reboot opens
