@@ -3,13 +3,15 @@
 # reboots itself REBOOTS times (pv.reboot on its command line: it comes up, prints
 # @@GUEST-UP and runs `reboot -f`, and pv-vmm recreates the VM), and meanwhile CLIENTS x
 # REQUESTS API requests (pv-remote load: vm.info, vm.counters, vm.pv). Prints pv-vmm's open
-# file descriptors and resident memory after the first reboot, after every tenth, and at
-# the end.
+# file descriptors and resident memory (all, the guest RAM's part, and pv-vmm's own) after
+# the first reboot and at the end, each with the VM paused and no client connected, and
+# after every tenth reboot (running, with the load's connections).
 #
 # Usage: soak.sh PV_VMM PV_REMOTE KERNEL INITRD REBOOTS CLIENTS REQUESTS TIMEOUT
 #
 # Output (parsed by scripts/soak):
-#   @@SOAK <label> boots=<n> fds=<open fds> rss_kb=<VmRSS> threads=<n>@@
+#   @@SOAK <label> boots=<n> fds=<open fds> rss_kb=<VmRSS> guest_kb=<guest RAM resident>
+#          own_kb=<VmRSS - guest_kb> threads=<n>@@
 #   @@LOAD <pv-remote load's JSON answer>@@
 #   @@END ok@@ or @@END fail <reason>@@
 set -u
@@ -26,9 +28,24 @@ boots() {
 }
 sample() {
     fds=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)
-    rss=$(sed -n 's/^VmRSS: *\([0-9]*\) kB/\1/p' "/proc/$pid/status" 2>/dev/null)
-    threads=$(sed -n 's/^Threads: *//p' "/proc/$pid/status" 2>/dev/null)
-    echo "@@SOAK $1 boots=$(boots) fds=$fds rss_kb=${rss:-?} threads=${threads:-?}@@"
+    rss=$(awk '$1 == "VmRSS:" {print $2}' "/proc/$pid/status" 2>/dev/null)
+    threads=$(awk '$1 == "Threads:" {print $2}' "/proc/$pid/status" 2>/dev/null)
+    # Guest RAM is the one mapping of 256 MiB or more (the kernel may merge a neighbouring
+    # anonymous mapping into it): its resident part is the guest's, the rest is pv-vmm's
+    # own (heap, stacks, code).
+    guest=$(awk '/^[0-9a-f]+-[0-9a-f]+ / {inmap = 0}
+        $1 == "Size:" && $2 >= 262144 {inmap = 1}
+        inmap && $1 == "Rss:" {print $2; exit}' "/proc/$pid/smaps" 2>/dev/null)
+    own=""
+    [ -n "$rss" ] && [ -n "$guest" ] && own=$((rss - guest))
+    echo "@@SOAK $1 boots=$(boots) fds=$fds rss_kb=${rss:-?} guest_kb=${guest:-?} own_kb=${own:-?} threads=${threads:-?}@@"
+}
+# paused_sample LABEL: pauses the VM so that its descriptors and memory hold still (no
+# reboot half done, no client connected), samples, and resumes it.
+paused_sample() {
+    "$remote" --api-socket "$sock" pause >/dev/null || { fail "pause for $1"; return; }
+    sample "$1"
+    "$remote" --api-socket "$sock" resume >/dev/null || fail "resume after $1"
 }
 result=ok
 fail() { [ "$result" = ok ] && result="fail $*"; }
@@ -56,7 +73,7 @@ while [ "$result" = ok ] && [ "$(boots)" -lt 2 ]; do
     [ $(($(now_cs) - t0)) -ge $((limit * 100)) ] && { fail "no first reboot after ${limit}s"; break; }
     sleep 0.2
 done
-sample first-reboot
+paused_sample first-reboot
 
 "$remote" --api-socket "$sock" load --clients "$clients" --requests "$requests" \
     >"$work/load.json" 2>"$work/load.err" &
@@ -74,7 +91,7 @@ while [ "$result" = ok ] && [ "$(boots)" -le "$reboots" ]; do
 done
 wait "$load_pid" || fail "the load client failed: $(cat "$work/load.err")"
 echo "@@LOAD $(tr -d '\n' <"$work/load.json")@@"
-sample end
+paused_sample end
 
 "$remote" --api-socket "$sock" shutdown-vmm >/dev/null || fail shutdown-vmm
 wait "$pid"; code=$?
