@@ -987,6 +987,8 @@ mod tests {
             enforce_pv_cpuid: true,
             binary_stats: true,
             hyperv: true,
+            hyperv_cpuid: Some(pv_features::hyperv::HvCpuidSource::System),
+            hyperv_synic: Some(pv_features::hyperv::SynicCap::Synic2),
             exit_hypercall_mask: u64::MAX,
         };
         let mut parsed = 0;

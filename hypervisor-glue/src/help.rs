@@ -58,7 +58,7 @@ pub const CPUS_KEYS: &[KeyHelp] = &[
         "kvm_hyperv",
         "on|off",
         "off",
-        "KVM's Hyper-V emulation for Windows guests; the KVM PV leaves then move to 0x40000100",
+        "KVM's Hyper-V leaves at 0x40000000 (needs KVM_CAP_HYPERV); the KVM PV leaves move to 0x40000100",
         false,
     ),
     key(

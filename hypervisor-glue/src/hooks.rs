@@ -7,19 +7,24 @@
 //! 1. [`CpusConfig::validate`](crate::cpus::CpusConfig::validate) gives the
 //!    [`EffectivePv`];
 //! 2. [`vm_created`] right after `KVM_CREATE_VM`, before any vCPU;
-//! 3. per vCPU: [`create_vcpu`], then [`generate_cpuid`] (or the VMM's own CPUID generation
-//!    followed by) [`configure_vcpu_cpuid`], then, on restore, [`restore_msrs`];
+//! 3. per vCPU: [`create_vcpu`]; with `kvm_hyperv=on`, once, before the first vCPU's CPUID:
+//!    [`hyperv_leaves`] and [`enable_hyperv`]; then [`generate_cpuid`] (or the VMM's own
+//!    CPUID generation followed by) [`configure_vcpu_cpuid`], then, on restore,
+//!    [`restore_msrs`];
 //! 4. in the run loop: [`handle_hypercall`] for `KVM_EXIT_HYPERCALL`;
 //! 5. on `vm.pv`: [`plan_change`](crate::change::plan_change), then [`apply_now`];
 //! 6. on snapshot: [`save_msrs`]; on restore: [`check_restore`] before step 2;
 //! 7. on reboot: [`reboot`], then steps 1 to 3 again on the new KVM VM.
 
 use kvm_bindings::{kvm_msr_entry, CpuId, Msrs};
-use kvm_ioctls::{HypercallExit, VcpuFd, VmFd};
+use kvm_ioctls::{HypercallExit, Kvm, VcpuFd, VmFd};
 use pv_features::config::{EffectivePv, PvConfig};
-use pv_features::cpuid::{merge_kvm_leaves, remove_kvm_leaves, CpuidError, KvmFeatures};
+use pv_features::cpuid::{
+    merge_kvm_leaves, remove_kvm_leaves, CpuidBlocks, CpuidError, KvmFeatures,
+};
 use pv_features::host::HostPv;
 use pv_features::hypercall::{Dispatcher, HypercallAction, SendIpi};
+use pv_features::hyperv::{supported_hv_cpuid, HvCpuidSource, HypervError, HypervLeaves};
 use pv_features::msrs::{restore_entries, save_restore_list, MsrError};
 use pv_features::setup::{PvVm, SetupError};
 
@@ -40,6 +45,18 @@ pub enum HookError {
         #[source]
         source: SetupError,
     },
+    /// The host cannot give the VM the Hyper-V leaves (`kvm_hyperv=on`).
+    #[error("kvm_hyperv=on: the host's KVM lacks {0}")]
+    HypervUnsupported(&'static str),
+    /// The host answers `KVM_GET_SUPPORTED_HV_CPUID` only on a vCPU, and none was given.
+    #[error("kvm_hyperv=on: this host reports its Hyper-V leaves only on a vCPU file descriptor; pass the first vCPU")]
+    HypervNeedsVcpu,
+    /// Reading or checking the host's Hyper-V leaves failed.
+    #[error("reading the host's Hyper-V leaves for kvm_hyperv=on")]
+    HypervLeaves(#[source] HypervError),
+    /// The Hyper-V leaves came too late.
+    #[error("giving the VM the Hyper-V leaves")]
+    EnableHyperv(#[source] SetupError),
     /// Placing the KVM leaves in a CPUID list failed.
     #[error("placing the KVM PV leaves in the generated CPUID")]
     GenerateCpuid(#[source] CpuidError),
@@ -143,8 +160,54 @@ pub fn generate_cpuid(
     }
 }
 
-/// Sets a vCPU's CPUID with the KVM leaves (placed as [`generate_cpuid`] does) and turns PV
-/// CPUID enforcement on. Returns the KVM leaves' base, `None` for `kvm_pv=off`.
+/// The Hyper-V leaves this host can give a VM: KVM's `KVM_GET_SUPPORTED_HV_CPUID`, from the
+/// system file descriptor, or from `vcpu` where the host answers only there, trimmed to what
+/// the VM gets ([`HypervLeaves::from_supported`]: SynIC only where the host can enable it).
+///
+/// **Cloud Hypervisor:** `arch/src/x86_64/mod.rs`, `generate_common_cpuid`, in place of the
+/// Hyper-V leaves it writes itself when `kvm_hyperv` is on (and instead of deleting the KVM
+/// leaves: [`configure_vcpu_cpuid`] then puts them at 0x40000100).
+pub fn hyperv_leaves(
+    kvm: &Kvm,
+    host: &HostPv,
+    vcpu: Option<&VcpuFd>,
+) -> Result<HypervLeaves, HookError> {
+    if let Some(missing) = host.hyperv_lacks() {
+        return Err(HookError::HypervUnsupported(missing));
+    }
+    let (supported, fd) = match host.hyperv_cpuid {
+        Some(HvCpuidSource::System) => (supported_hv_cpuid(kvm), "system"),
+        _ => {
+            let vcpu = vcpu.ok_or(HookError::HypervNeedsVcpu)?;
+            (supported_hv_cpuid(vcpu), "vCPU")
+        }
+    };
+    let supported =
+        supported.map_err(|source| HookError::HypervLeaves(HypervError::Ioctl { fd, source }))?;
+    let leaves = HypervLeaves::from_supported(supported.as_slice(), host.hyperv_synic)
+        .map_err(HookError::HypervLeaves)?;
+    for dropped in leaves.dropped() {
+        log::info!(
+            "kvm_hyperv=on: Hyper-V {} not offered: {}",
+            dropped.feature,
+            dropped.reason
+        );
+    }
+    Ok(leaves)
+}
+
+/// Gives every vCPU of the VM the Hyper-V block (at 0x40000000, the KVM leaves beside it at
+/// 0x40000100) and the per-vCPU capabilities it needs (SynIC).
+///
+/// **Cloud Hypervisor:** `vmm/src/cpu.rs`, `CpuManager::new`, where `kvm_hyperv` is read:
+/// after [`hyperv_leaves`], before the first vCPU is configured.
+pub fn enable_hyperv(pv: &mut PvVm, leaves: HypervLeaves) -> Result<(), HookError> {
+    pv.set_hyperv(leaves).map_err(HookError::EnableHyperv)
+}
+
+/// Sets a vCPU's CPUID with the KVM leaves (placed as [`generate_cpuid`] does, beside the
+/// Hyper-V block from [`enable_hyperv`] if any), turns PV CPUID enforcement on and SynIC
+/// where the Hyper-V leaves advertise it. Returns where each block sits.
 ///
 /// **Cloud Hypervisor:** `vmm/src/cpu.rs`, `Vcpu::configure` → `arch::configure_vcpu`
 /// (`arch/src/x86_64/mod.rs`), in place of its `set_cpuid2`: after the per-vCPU patches
@@ -154,7 +217,7 @@ pub fn configure_vcpu_cpuid(
     vcpu: &VcpuFd,
     id: u64,
     cpuid: &mut CpuId,
-) -> Result<Option<u32>, HookError> {
+) -> Result<CpuidBlocks, HookError> {
     pv.configure_vcpu(vcpu, id, cpuid)
         .map_err(|source| HookError::ConfigureVcpu { vcpu: id, source })
 }
@@ -358,6 +421,8 @@ mod tests {
             enforce_pv_cpuid: true,
             binary_stats: true,
             hyperv: true,
+            hyperv_cpuid: Some(pv_features::hyperv::HvCpuidSource::System),
+            hyperv_synic: Some(pv_features::hyperv::SynicCap::Synic2),
             exit_hypercall_mask: 0,
         }
     }
@@ -627,6 +692,18 @@ mod tests {
                     pv_features::exits::ExitsError::HaltPollUnsupported,
                 )),
                 "applying a PV change to the running VM",
+            ),
+            (
+                HookError::HypervUnsupported("Hyper-V emulation (KVM_CAP_HYPERV)"),
+                "kvm_hyperv=on: the host's KVM lacks Hyper-V emulation (KVM_CAP_HYPERV)",
+            ),
+            (
+                HookError::HypervNeedsVcpu,
+                "kvm_hyperv=on: this host reports its Hyper-V leaves only on a vCPU file descriptor; pass the first vCPU",
+            ),
+            (
+                HookError::EnableHyperv(SetupError::HypervTooLate { configured: 2 }),
+                "giving the VM the Hyper-V leaves",
             ),
         ];
         for (err, message) in cases {

@@ -60,9 +60,13 @@ pub enum CpusError {
         /// The maximum.
         max: u32,
     },
-    /// `kvm_hyperv=on` on a host without Hyper-V emulation.
-    #[error("--cpus kvm_hyperv=on: the host's KVM lacks Hyper-V emulation (KVM_CAP_HYPERV)")]
-    HypervUnsupported,
+    /// `kvm_hyperv=on` on a host without Hyper-V emulation, or without the ioctl that reports
+    /// its leaves.
+    #[error("--cpus kvm_hyperv=on: the host's KVM lacks {missing}")]
+    HypervUnsupported {
+        /// What the host lacks, naming the capability.
+        missing: &'static str,
+    },
     /// The PV configuration contradicts itself or the host.
     #[error("--cpus {key}={value}: {reason}")]
     Pv {
@@ -128,7 +132,8 @@ impl CpusConfig {
     /// Validates the configuration as Cloud Hypervisor's `VmConfig::validate` does for its
     /// CPU part (at least one boot vCPU, `max` not below `boot`, a topology of non-zero
     /// parts whose product is `max`, affinity only for existing vCPUs, `kvm_hyperv` only
-    /// where the host has `KVM_CAP_HYPERV`), then resolves `kvm_pv` against the host.
+    /// where the host has `KVM_CAP_HYPERV` and `KVM_GET_SUPPORTED_HV_CPUID`), then resolves
+    /// `kvm_pv` against the host.
     ///
     /// `host_cpus` is the number of host CPUs the VM may use (0 skips the checks that need
     /// it); `vmm_backs` names the [`KvmFeatures::VMM_PROVIDED`] features the VMM implements.
@@ -183,8 +188,10 @@ impl CpusConfig {
                 }
             }
         }
-        if self.kvm_hyperv && !host.hyperv {
-            return Err(CpusError::HypervUnsupported);
+        if self.kvm_hyperv {
+            if let Some(missing) = host.hyperv_lacks() {
+                return Err(CpusError::HypervUnsupported { missing });
+            }
         }
 
         let pv = &self.kvm_pv;
@@ -260,6 +267,8 @@ mod tests {
             enforce_pv_cpuid: true,
             binary_stats: true,
             hyperv: true,
+            hyperv_cpuid: Some(pv_features::hyperv::HvCpuidSource::System),
+            hyperv_synic: Some(pv_features::hyperv::SynicCap::Synic2),
             exit_hypercall_mask: 1 << 12,
         }
     }
@@ -409,6 +418,31 @@ mod tests {
             "halt_poll_ns=50000",
             "--cpus halt_poll_ns=50000: the host's KVM lacks per-VM halt polling (KVM_CAP_HALT_POLL)",
         );
+    }
+
+    #[test]
+    fn kvm_hyperv_needs_the_leaves_ioctl_but_not_synic() {
+        let config = CpusConfig::parse("boot=2,kvm_hyperv=on").expect("parses");
+        let mut h = host();
+        h.hyperv_cpuid = None;
+        let err = config
+            .validate(&h, 8, KvmFeatures::empty())
+            .expect_err("no ioctl");
+        assert_eq!(
+            err.to_string(),
+            "--cpus kvm_hyperv=on: the host's KVM lacks KVM_GET_SUPPORTED_HV_CPUID (neither KVM_CAP_SYS_HYPERV_CPUID nor KVM_CAP_HYPERV_CPUID)"
+        );
+        assert!(matches!(err, CpusError::HypervUnsupported { .. }));
+        // SynIC is optional: without it the leaves simply do not offer it.
+        h.hyperv_cpuid = Some(pv_features::hyperv::HvCpuidSource::Vcpu);
+        h.hyperv_synic = None;
+        assert!(config.validate(&h, 8, KvmFeatures::empty()).is_ok());
+        // kvm_hyperv=off never asks.
+        h.hyperv = false;
+        assert!(CpusConfig::parse("boot=2")
+            .expect("parses")
+            .validate(&h, 8, KvmFeatures::empty())
+            .is_ok());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use pv_features::cpuid::{
-    KvmFeatures, KvmHints, KvmLeaves, KVM_CPUID_ALT_BASE, KVM_CPUID_BASE, KVM_SIGNATURE,
+    CpuidBlocks, KvmFeatures, KvmHints, KvmLeaves, KVM_CPUID_ALT_BASE, KVM_CPUID_BASE,
+    KVM_SIGNATURE,
 };
 use pv_features::exits::ExitsError;
 use pv_features::host::HostPv;
@@ -67,7 +68,8 @@ fn boot(kvm: &Kvm, config: &CpusConfig, validated: &Validated, hyperv: bool) -> 
             cloud_hypervisor_hyperv_leaves(&mut cpuid);
         }
         hooks::generate_cpuid(pv.effective(), &mut cpuid).expect("generate_cpuid");
-        bases.push(hooks::configure_vcpu_cpuid(&pv, &vcpu, id, &mut cpuid).expect("configure"));
+        let blocks = hooks::configure_vcpu_cpuid(&pv, &vcpu, id, &mut cpuid).expect("configure");
+        bases.push(blocks.kvm);
         vcpus.push(vcpu);
     }
     Vm {
@@ -171,8 +173,8 @@ fn kvm_hyperv_keeps_the_kvm_leaves_at_0x40000100() {
     let validated = match config.validate(&host, host_cpus(), VMM_BACKS) {
         Ok(validated) => validated,
         Err(err) => {
-            assert!(!host.hyperv, "{err}");
-            assert_eq!(err, CpusError::HypervUnsupported);
+            assert!(host.hyperv_lacks().is_some(), "{err}");
+            assert!(matches!(err, CpusError::HypervUnsupported { .. }), "{err}");
             // Without KVM_CAP_HYPERV the VMM refuses kvm_hyperv=on; the CPUID placement
             // itself does not depend on it, so check it with the same leaves anyway.
             CpusConfig::parse("boot=2")
@@ -197,6 +199,41 @@ fn kvm_hyperv_keeps_the_kvm_leaves_at_0x40000100() {
             (hv.ebx, hv.ecx, hv.edx),
             (0x7263_694d, 0x666f_736f, 0x7648_2074)
         );
+    }
+}
+
+/// KVM's own Hyper-V leaves through the hooks, where the host has them; elsewhere the hook
+/// refuses, naming the capability the host lacks.
+#[test]
+fn the_hyperv_hooks_follow_the_host() {
+    let kvm = kvm();
+    let host = host(&kvm);
+    let vm = kvm.create_vm().expect("KVM_CREATE_VM");
+    let (_, validated) = validated("boot=1", &host);
+    let mut pv = hooks::vm_created(&vm, validated.effective.clone()).expect("vm_created");
+    vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
+    let vcpu = hooks::create_vcpu(&pv, &vm, 0).expect("create_vcpu");
+    match host.hyperv_lacks() {
+        Some(missing) => {
+            let err = hooks::hyperv_leaves(&kvm, &host, Some(&vcpu)).expect_err("no Hyper-V");
+            assert_eq!(
+                err.to_string(),
+                format!("kvm_hyperv=on: the host's KVM lacks {missing}")
+            );
+            eprintln!("{err}");
+        }
+        None => {
+            let leaves = hooks::hyperv_leaves(&kvm, &host, Some(&vcpu)).expect("leaves");
+            assert_eq!(leaves.vendor(), "Linux KVM Hv");
+            hooks::enable_hyperv(&mut pv, leaves).expect("before any CPUID");
+            let mut cpuid = kvm
+                .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+                .expect("KVM_GET_SUPPORTED_CPUID");
+            let blocks = hooks::configure_vcpu_cpuid(&pv, &vcpu, 0, &mut cpuid).expect("CPUID");
+            assert_eq!(blocks, CpuidBlocks::planned(true, true));
+            let leaves = KvmLeaves::find(vcpu_cpuid(&vcpu).as_slice()).expect("KVM leaves");
+            assert_eq!(leaves.base, KVM_CPUID_ALT_BASE);
+        }
     }
 }
 

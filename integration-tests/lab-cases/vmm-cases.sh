@@ -7,13 +7,16 @@
 #   CPUS           the --cpus value, e.g. boot=4 or boot=2,dedicated=on
 #   CMDLINE_EXTRA  appended to the guest kernel command line ('-' for nothing); with
 #                  pv.reboot the guest reboots, and the case ends with SIGTERM to pv-vmm
-#                  once the guest has come up twice.
+#                  once the guest has come up twice; with '-- /bin/pv-load KIND SECONDS'
+#                  the guest runs that load (add pv.idle=N so the VM outlives its
+#                  @@WORK line long enough to be sampled).
 #
 # Output (parsed by integration-tests, same format as qemu-peer.sh):
 #   @@CASE <name> BEGIN <cpus>@@
 #   L2| <each line of the guest's console>
 #   VMM| <each line pv-vmm wrote on stderr>
 #   @@STAT <name> idle_<statistic> <growth during the idle window>@@
+#   @@STAT <name> load_<statistic> <growth from @@GUEST-UP to the load's @@WORK line>@@
 #   @@STAT <name> vmm_exit <pv-vmm's exit status>@@
 #   @@STAT <name> guest_boots <how often the guest came up>@@
 #   @@CASE <name> BOOT <seconds from pv-vmm's start to its exit>@@
@@ -37,6 +40,7 @@ stat_of() {
 }
 
 IDLE_STATS="halt_exits exits halt_wakeup hypercalls"
+LOAD_STATS="hypercalls exits"
 work=$(mktemp -d /tmp/vmm-cases.XXXXXX)
 status=0
 while [ $# -ge 3 ]; do
@@ -49,11 +53,28 @@ while [ $# -ge 3 ]; do
     "$vmm" -v --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" --memory size=512M \
         --serial tty --cmdline "console=ttyS0 quiet panic=-1 $extra" </dev/null >"$log" 2>"$err" &
     pid=$!
-    result="" sampled="" exit_status=""
+    result="" sampled="" loaded="" exit_status=""
     while :; do
         if ! kill -0 "$pid" 2>/dev/null; then
             wait "$pid"; exit_status=$?
             break
+        fi
+        # Around the guest's load: from its first line to its @@WORK report (sampled before
+        # the idle window below, which sleeps).
+        if [ -z "$loaded" ] && grep -q '@@GUEST-UP' "$log" && [ -n "$(stat_of "$pid" hypercalls)" ]; then
+            loaded=before
+            for s in $LOAD_STATS; do
+                echo "$s $(stat_of "$pid" "$s")" >>"$work/$name.load"
+            done
+        fi
+        if [ "$loaded" = before ] && grep -q '@@WORK ' "$log"; then
+            loaded=done
+            while read -r s before; do
+                now=$(stat_of "$pid" "$s")
+                if [ -n "$now" ] && [ -n "$before" ]; then
+                    echo "@@STAT $name load_$s $((now - before))@@"
+                fi
+            done <"$work/$name.load"
         fi
         if [ -z "$sampled" ] && grep -q '@@GUEST-IDLE-BEGIN@@' "$log"; then
             sampled=yes

@@ -284,7 +284,14 @@ impl LabCommand {
 
     /// Runs it. A lab failure is an `Err`; a command that ran and exited non-zero is an
     /// `Ok` with that status (see [`LabOutput::success`]).
+    ///
+    /// With `PV_LAB_REPLAY=<log directory of an earlier run>` nothing runs: the saved
+    /// `stdout.log` and `stderr.log` of that run are returned, so a test's checks can be
+    /// re-run on a recorded lab run while the test is being written.
     pub fn run(&self) -> Result<LabOutput, LabError> {
+        if let Some(dir) = std::env::var_os("PV_LAB_REPLAY") {
+            return replay(Path::new(&dir));
+        }
         // One lab run at a time per process: parallel tests would otherwise build images
         // while another L1 runs and slow it down (scripts/lab/run also holds a lock
         // across processes).
@@ -348,6 +355,31 @@ impl LabCommand {
             log_dir,
         })
     }
+}
+
+/// A recorded lab run (see [`LabCommand::run`]).
+fn replay(dir: &Path) -> Result<LabOutput, LabError> {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| LabError::LabFailure {
+            reason: format!("PV_LAB_REPLAY: reading {}: {e}", dir.join(name).display()),
+            details: String::new(),
+            log_dir: Some(dir.to_path_buf()),
+        })
+    };
+    eprintln!(
+        "PV_LAB_REPLAY: checking the recorded run {} (no L1 runs)",
+        dir.display()
+    );
+    // Older runs kept no stderr.log.
+    let stderr = read("stderr.log").unwrap_or_default();
+    Ok(LabOutput {
+        status: 0,
+        timing: LabTiming::parse(&stderr),
+        stdout: read("stdout.log")?,
+        stderr,
+        mode: LabMode::Lab,
+        log_dir: Some(dir.to_path_buf()),
+    })
 }
 
 /// Builds `pv-vmm` and `pv-remote` (debug) with the cargo running the test and returns
@@ -457,6 +489,20 @@ pub mod peer {
         pub stats: BTreeMap<String, u64>,
         /// `None` while unfinished; `Some(Ok(()))` or `Some(Err(reason))`.
         pub end: Option<Result<(), String>>,
+        /// `@@REC <case> <kind> <label> <payload>@@` lines, in order.
+        pub records: Vec<Record>,
+    }
+
+    /// A record a case script printed about a case: what, at which point, and the payload
+    /// (often one line of JSON from the VMM's API).
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Record {
+        /// What it is (`info`, `counters`, ...).
+        pub kind: String,
+        /// When or for what it was taken (`ipi-before`, `-`, ...).
+        pub label: String,
+        /// The rest of the line.
+        pub payload: String,
     }
 
     impl CaseResult {
@@ -485,9 +531,58 @@ pub mod peer {
 
         /// The inside of the first guest line `@@<prefix>...@@` (e.g. `CPUID-KVM `).
         pub fn guest_marker(&self, prefix: &str) -> Option<&str> {
+            self.guest_markers(prefix).into_iter().next()
+        }
+
+        /// The insides of every guest line `@@<prefix>...@@`, in order.
+        pub fn guest_markers(&self, prefix: &str) -> Vec<&str> {
+            let prefix = format!("@@{prefix}");
             self.guest_log
                 .iter()
-                .find_map(|l| marker(l, &format!("@@{prefix}")))
+                .filter_map(|l| marker(l, &prefix))
+                .collect()
+        }
+
+        /// The KVM leaves the guest's CPUID dump (`/bin/cpuid-kvm`) found: base, features,
+        /// hints; `Ok(None)` when the guest found no KVM signature, `Err` when the log holds
+        /// no dump or a malformed one.
+        pub fn guest_kvm_cpuid(
+            &self,
+        ) -> Result<
+            Option<(
+                u32,
+                pv_features::cpuid::KvmFeatures,
+                pv_features::cpuid::KvmHints,
+            )>,
+            String,
+        > {
+            let text = self
+                .guest_marker("CPUID-KVM ")
+                .ok_or_else(|| format!("case {}: no CPUID dump in the guest log", self.name))?;
+            if text == "none" {
+                return Ok(None);
+            }
+            let field = |key: &str| {
+                text.split(' ')
+                    .find_map(|w| w.strip_prefix(key))
+                    .and_then(|v| u32::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+                    .ok_or_else(|| {
+                        format!("case {}: no {key} in the CPUID dump `{text}`", self.name)
+                    })
+            };
+            Ok(Some((
+                field("base=")?,
+                pv_features::cpuid::KvmFeatures::from_bits_retain(field("features=")?),
+                pv_features::cpuid::KvmHints::from_bits_retain(field("hints=")?),
+            )))
+        }
+
+        /// The payload of the first record of this kind and label.
+        pub fn record(&self, kind: &str, label: &str) -> Option<&str> {
+            self.records
+                .iter()
+                .find(|r| r.kind == kind && r.label == label)
+                .map(|r| r.payload.as_str())
         }
     }
 
@@ -530,6 +625,18 @@ pub mod peer {
                         value.parse::<u64>(),
                     ) {
                         case.stats.insert(stat.to_string(), v);
+                    }
+                }
+            } else if let Some(rest) = marker(line, "@@REC ") {
+                let mut words = rest.splitn(4, ' ');
+                let (name, kind, label) = (words.next(), words.next(), words.next());
+                if let (Some(name), Some(kind), Some(label)) = (name, kind, label) {
+                    if let Some(case) = cases.iter_mut().rev().find(|c| c.name == name) {
+                        case.records.push(Record {
+                            kind: kind.to_string(),
+                            label: label.to_string(),
+                            payload: words.next().unwrap_or_default().to_string(),
+                        });
                     }
                 }
             } else if let Some(rest) = line.strip_prefix("L2| ") {
@@ -615,6 +722,58 @@ L2| [    0.144668] kvm-guest: PV spinlocks disabled, no host support
         assert_eq!(off.end, Some(Err("guest not done after 120s".to_string())));
         assert_eq!(off.stat("hypercalls"), 0);
         assert!(!off.stats.contains_key("bogus"));
+    }
+
+    #[test]
+    fn records_and_guest_markers_parse() {
+        let out = "\
+@@CASE a BEGIN boot=2@@
+@@REC a info - {\"state\": \"Running\"}@@
+@@REC a counters ipi-before {}@@
+@@REC nobody counters x {}@@
+@@REC a short@@
+L2| @@GSTAT ipi before cpu 1 2@@
+L2| ~ # echo @@''GSTAT ipi after $(grep '^cpu ' /proc/stat)@@
+L2| @@GSTAT ipi after cpu 3 4@@
+@@CASE a END ok@@
+";
+        let cases = parse_cases(out);
+        assert_eq!(cases.len(), 1);
+        let a = &cases[0];
+        assert_eq!(a.records.len(), 2, "{:?}", a.records);
+        assert_eq!(a.record("info", "-"), Some("{\"state\": \"Running\"}"));
+        assert_eq!(a.record("counters", "ipi-before"), Some("{}"));
+        assert_eq!(a.record("counters", "ipi-after"), None);
+        assert!(a.guest_kvm_cpuid().is_err(), "no dump in this log");
+        assert_eq!(
+            a.guest_markers("GSTAT ipi "),
+            vec!["before cpu 1 2", "after cpu 3 4"]
+        );
+    }
+
+    #[test]
+    fn guest_cpuid_dump_parses() {
+        use pv_features::cpuid::{KvmFeatures, KvmHints};
+        let case = |line: &str| peer::CaseResult {
+            name: "x".into(),
+            guest_log: vec![line.to_string()],
+            ..Default::default()
+        };
+        let c = case(
+            "@@CPUID-KVM base=0x40000100 max=0x40000001 features=0x01007efb hints=0x00000001@@",
+        );
+        assert_eq!(
+            c.guest_kvm_cpuid(),
+            Ok(Some((
+                0x4000_0100,
+                KvmFeatures::from_bits_retain(0x0100_7efb),
+                KvmHints::REALTIME
+            )))
+        );
+        assert_eq!(case("@@CPUID-KVM none@@").guest_kvm_cpuid(), Ok(None));
+        assert!(case("@@CPUID-KVM base=0x40000000 features=zz@@")
+            .guest_kvm_cpuid()
+            .is_err());
     }
 
     #[test]

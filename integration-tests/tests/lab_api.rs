@@ -191,6 +191,13 @@ fn lab_api_drives_a_running_guest() {
     assert_eq!(info["pv"]["requested"]["halt_poll_ns"], 0);
     assert_eq!(info["pv"]["effective"]["halt_poll_ns"], 0);
     assert_eq!(info["pv"]["effective_is_live"], true);
+    // Without kvm_hyperv the running vCPUs have the KVM leaves at 0x40000000.
+    assert_eq!(
+        info["cpuid_blocks"],
+        serde_json::json!({"hyperv": null, "kvm": "0x40000000"}),
+        "{info}"
+    );
+    assert!(info["hyperv"].is_null(), "{info}");
     let c2 = run.json("counters2");
     let c3 = run.json("counters3");
     let before = vcpu_sum(&c1, "halt_attempted_poll") - vcpu_sum(&c0, "halt_attempted_poll");

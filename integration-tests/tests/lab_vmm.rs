@@ -1,6 +1,8 @@
 //! pv-vmm boots the Debian cloud kernel in the KVM lab (or directly on a bare-metal
 //! runner): the guest's view (its `kvm-guest:` lines and its KVM CPUID leaves) and the
-//! host's (KVM statistics of the VM while the guest idles), case by case, in one L1 boot.
+//! host's (KVM statistics of the VM while the guest idles or runs a load), case by case, in
+//! one L1 boot. `kvm_hyperv=on` is one of the cases: the guest must keep every KVM PV
+//! feature with the KVM leaves at 0x40000100 beside the Hyper-V block.
 //!
 //! Like `lab.rs` this binary drives `scripts/lab/run` itself (`lab*` binaries run on the
 //! host under the cargo runner).
@@ -13,23 +15,7 @@ use pv_features::cpuid::{KvmFeatures, KvmHints};
 
 /// The KVM leaves the guest found: (base, features, hints), or None for "none".
 fn guest_cpuid(case: &CaseResult) -> Option<(u32, KvmFeatures, KvmHints)> {
-    let text = case
-        .guest_marker("CPUID-KVM ")
-        .unwrap_or_else(|| panic!("case {}: no CPUID dump in the guest log", case.name));
-    if text == "none" {
-        return None;
-    }
-    let field = |key: &str| {
-        text.split(' ')
-            .find_map(|w| w.strip_prefix(key))
-            .and_then(|v| u32::from_str_radix(v.trim_start_matches("0x"), 16).ok())
-            .unwrap_or_else(|| panic!("case {}: bad CPUID dump `{text}`", case.name))
-    };
-    Some((
-        field("base="),
-        KvmFeatures::from_bits_retain(field("features=")),
-        KvmHints::from_bits_retain(field("hints=")),
-    ))
+    case.guest_kvm_cpuid().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// What pv-vmm logged it advertises: the `[...]` after `label` in its "KVM leaves" line.
@@ -50,6 +36,39 @@ fn vmm_logged(case: &CaseResult, label: &str) -> String {
         .to_owned()
 }
 
+/// The guest's view of the first hypervisor block: (highest leaf, interface, vendor).
+fn guest_block0(case: &CaseResult) -> (u32, String, String) {
+    let text = case
+        .guest_marker("CPUID-HV ")
+        .unwrap_or_else(|| panic!("case {}: no CPUID-HV line in the guest log", case.name));
+    let (head, vendor) = text
+        .split_once(" vendor=")
+        .unwrap_or_else(|| panic!("case {}: bad CPUID-HV line `{text}`", case.name));
+    let field = |key: &str| {
+        head.split(' ')
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_else(|| panic!("case {}: no {key} in `{text}`", case.name))
+    };
+    let max = u32::from_str_radix(field("max=").trim_start_matches("0x"), 16)
+        .unwrap_or_else(|e| panic!("case {}: `{text}`: {e}", case.name));
+    (max, field("interface=").to_owned(), vendor.to_owned())
+}
+
+/// The guest's `pv-load` report: its number of operations.
+fn load_ops(case: &CaseResult) -> u64 {
+    let text = case.guest_marker("WORK ").unwrap_or_else(|| {
+        panic!(
+            "case {}: no @@WORK line (the load did not finish)\n{}",
+            case.name,
+            dump(case)
+        )
+    });
+    text.split(' ')
+        .find_map(|w| w.strip_prefix("ops="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("case {}: bad @@WORK line `{text}`", case.name))
+}
+
 fn dump(case: &CaseResult) -> String {
     format!(
         "guest:\n{}\npv-vmm:\n{}",
@@ -63,8 +82,12 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
     let assets = ok(GuestAssets::prepare());
     let (vmm, _) = vmm_binaries();
     let script = repo_root().join("integration-tests/lab-cases/vmm-cases.sh");
-    let cases: [(&str, &str, &str); 8] = [
-        ("default4", "boot=4", "-"),
+    // The multicast-IPI load: with PV send-IPI each membarrier call is one SEND_IPI
+    // hypercall to the three other vCPUs. pv.idle keeps the VM up after the load's report.
+    let ipi_load = "pv.idle=1 -- /bin/pv-load ipi 3";
+    let cases: [(&str, &str, &str); 9] = [
+        ("default4", "boot=4", ipi_load),
+        ("hyperv4", "boot=4,kvm_hyperv=on", ipi_load),
         ("off", "boot=2,kvm_pv=off", "-"),
         ("shared_idle", "boot=2", "pv.idle=3"),
         ("dedicated", "boot=2,dedicated=on", "pv.idle=3"),
@@ -127,6 +150,7 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
     // Every ordinary case powers off cleanly: status 0.
     for name in [
         "default4",
+        "hyperv4",
         "off",
         "shared_idle",
         "dedicated",
@@ -142,7 +166,13 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
         );
         assert_eq!(c.stat("guest_boots"), 1, "case {name}\n{}", dump(c));
     }
-    for (name, n) in [("default4", 4), ("one", 1), ("eight", 8), ("dedicated", 2)] {
+    for (name, n) in [
+        ("default4", 4),
+        ("hyperv4", 4),
+        ("one", 1),
+        ("eight", 8),
+        ("dedicated", 2),
+    ] {
         let c = find(name);
         assert_eq!(
             c.guest_marker("GUEST-CPUS "),
@@ -167,6 +197,96 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
         "default guest: KVM features {:#x} [{features}]",
         features.bits()
     );
+
+    assert_eq!(
+        guest_block0(d).2,
+        "KVMKVMKVM...",
+        "without Hyper-V the first block is KVM's"
+    );
+
+    // kvm_hyperv=on: the Hyper-V block at 0x40000000 as KVM reports it, the KVM leaves at
+    // 0x40000100 with the same features, the same four PV lines, and the guest still
+    // identifies KVM (Linux takes the hypervisor found at the higher base).
+    let hv = find("hyperv4");
+    let (hv_max, hv_interface, hv_vendor) = guest_block0(hv);
+    println!(
+        "hyperv guest: block 0x40000000 vendor \"{hv_vendor}\", interface {hv_interface}, highest leaf {hv_max:#x}"
+    );
+    assert_eq!(hv_vendor, "Linux KVM Hv", "{}", dump(hv));
+    assert_eq!(hv_interface, "Hv#1", "{}", dump(hv));
+    assert!(
+        (0x4000_0005..0x4000_0100).contains(&hv_max),
+        "the Hyper-V block must end below the KVM block: {hv_max:#x}"
+    );
+    let (hv_base, hv_features, hv_hints) = guest_cpuid(hv).expect("KVM leaves beside Hyper-V");
+    println!(
+        "hyperv guest: KVM leaves at {hv_base:#x}, features {:#x} [{hv_features}]",
+        hv_features.bits()
+    );
+    assert_eq!(hv_base, 0x4000_0100, "{}", dump(hv));
+    assert_eq!(
+        hv_features, features,
+        "the same features as without Hyper-V"
+    );
+    assert_eq!(hv_hints, hints);
+    assert_eq!(
+        KvmFeatures::parse_list(&vmm_logged(hv, "features [")).expect("names"),
+        hv_features
+    );
+    assert_eq!(
+        hv.pv_lines_present(),
+        PV_GUEST_LINES.to_vec(),
+        "{}",
+        dump(hv)
+    );
+    assert_eq!(hv.pv_lines_present(), d.pv_lines_present());
+    assert!(
+        hv.guest_log
+            .iter()
+            .any(|l| l.contains("Hypervisor detected: KVM")),
+        "{}",
+        dump(hv)
+    );
+    assert!(
+        hv.vmm_log
+            .iter()
+            .any(|l| l.contains("Hyper-V leaves at 0x40000000")),
+        "{}",
+        dump(hv)
+    );
+
+    // Under the multicast-IPI load the VM's hypercalls counter grows by about one per
+    // operation (one SEND_IPI hypercall reaches all three other vCPUs), with and without
+    // Hyper-V.
+    for c in [d, hv] {
+        let ops = load_ops(c);
+        let hypercalls = c.stats.get("load_hypercalls").copied().unwrap_or_else(|| {
+            panic!(
+                "case {}: the VM's hypercalls were not sampled around the load\n{}",
+                c.name,
+                dump(c)
+            )
+        });
+        let exits = c.stat("load_exits");
+        println!(
+            "case {} under pv-load ipi: {ops} ops, hypercalls +{hypercalls} ({:.2}/op), exits +{exits} ({:.1}/op)",
+            c.name,
+            hypercalls as f64 / ops.max(1) as f64,
+            exits as f64 / ops.max(1) as f64,
+        );
+        assert!(
+            ops > 0,
+            "case {}: the load did no work\n{}",
+            c.name,
+            dump(c)
+        );
+        assert!(
+            hypercalls * 2 >= ops,
+            "case {}: {hypercalls} hypercalls for {ops} multicast IPIs: PV send-IPI is not used\n{}",
+            c.name,
+            dump(c)
+        );
+    }
 
     // kvm_pv=off: no KVM leaves, none of the lines.
     let off = find("off");

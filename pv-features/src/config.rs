@@ -327,6 +327,8 @@ mod tests {
             enforce_pv_cpuid: true,
             binary_stats: true,
             hyperv: true,
+            hyperv_cpuid: Some(crate::hyperv::HvCpuidSource::System),
+            hyperv_synic: Some(crate::hyperv::SynicCap::Synic2),
             exit_hypercall_mask: 1 << 12,
         }
     }

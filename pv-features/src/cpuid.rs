@@ -1,6 +1,6 @@
 //! KVM's paravirtual CPUID leaves: feature and hint bits, building the signature and
-//! features leaves, choosing their base, negotiating against the host, and merging them into
-//! a vCPU's CPUID list.
+//! features leaves, choosing their base (the placement rule, also for a Hyper-V block beside
+//! them), negotiating against the host, and merging them into a vCPU's CPUID list.
 //!
 //! Source of the bit numbers: the kernel's `Documentation/virt/kvm/x86/cpuid.rst` and
 //! `arch/x86/include/uapi/asm/kvm_para.h`.
@@ -12,6 +12,7 @@ use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 use serde::{Deserialize, Serialize};
 
 use crate::exits::DisableExits;
+use crate::hyperv::HypervLeaves;
 
 /// The usual base of the KVM leaf block (`KVM_CPUID_SIGNATURE`).
 pub const KVM_CPUID_BASE: u32 = 0x4000_0000;
@@ -430,24 +431,33 @@ pub enum CpuidError {
     TooManyEntries(vmm_sys_util::fam::Error),
 }
 
+/// The placement rule: the first hypervisor block base, from [`KVM_CPUID_BASE`] up in steps
+/// of 0x100, that `occupied` does not hold. With a Hyper-V block at 0x40000000 this is
+/// [`KVM_CPUID_ALT_BASE`], where QEMU puts the KVM block too; Linux and KVM itself find the
+/// KVM signature at any such base.
+pub fn first_free_block(occupied: &[u32]) -> Option<u32> {
+    (KVM_CPUID_BASE..HYPERVISOR_RANGE_END)
+        .step_by(HYPERVISOR_BLOCK_STEP as usize)
+        .find(|base| !occupied.contains(base))
+}
+
 /// Replaces any KVM leaf block in `cpuid` with `leaves`' features and hints, at the first
-/// free block: [`KVM_CPUID_BASE`] unless another hypervisor's signature (Hyper-V) holds it,
-/// then [`KVM_CPUID_ALT_BASE`], and so on. Returns the base used.
+/// free block ([`first_free_block`]): [`KVM_CPUID_BASE`] unless another hypervisor's leaves
+/// (Hyper-V) hold it, then [`KVM_CPUID_ALT_BASE`], and so on. Returns the base used.
 pub fn merge_kvm_leaves(
     cpuid: &mut CpuId,
     features: KvmFeatures,
     hints: KvmHints,
 ) -> Result<u32, CpuidError> {
     remove_kvm_leaves(cpuid);
-    let base = (KVM_CPUID_BASE..HYPERVISOR_RANGE_END)
-        .step_by(HYPERVISOR_BLOCK_STEP as usize)
-        .find(|base| {
-            !cpuid
-                .as_slice()
-                .iter()
-                .any(|entry| block_base(entry.function) == Some(*base))
-        })
-        .ok_or(CpuidError::NoFreeBlock)?;
+    let mut occupied: Vec<u32> = cpuid
+        .as_slice()
+        .iter()
+        .filter_map(|entry| block_base(entry.function))
+        .collect();
+    occupied.sort_unstable();
+    occupied.dedup();
+    let base = first_free_block(&occupied).ok_or(CpuidError::NoFreeBlock)?;
     let leaves = KvmLeaves {
         base,
         features,
@@ -457,6 +467,79 @@ pub fn merge_kvm_leaves(
         cpuid.push(entry).map_err(CpuidError::TooManyEntries)?;
     }
     Ok(base)
+}
+
+/// Where the hypervisor leaf blocks sit in a vCPU's CPUID; `vm.info` shows it, each base in
+/// hex (`{"hyperv": "0x40000000", "kvm": "0x40000100"}`), `null` for a block that is absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct CpuidBlocks {
+    /// The Hyper-V block's base (always [`KVM_CPUID_BASE`] when present).
+    #[serde(with = "hex_base")]
+    pub hyperv: Option<u32>,
+    /// The KVM block's base.
+    #[serde(with = "hex_base")]
+    pub kvm: Option<u32>,
+}
+
+impl CpuidBlocks {
+    /// Where [`place_blocks`] puts the blocks, without a CPUID list: for a VM not built yet.
+    pub fn planned(hyperv: bool, kvm_leaves: bool) -> Self {
+        let hyperv = hyperv.then_some(KVM_CPUID_BASE);
+        let occupied: Vec<u32> = hyperv.into_iter().collect();
+        Self {
+            hyperv,
+            kvm: if kvm_leaves {
+                first_free_block(&occupied)
+            } else {
+                None
+            },
+        }
+    }
+}
+
+mod hex_base {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(base: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match base {
+            Some(b) => s.serialize_str(&format!("{b:#x}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| {
+                u32::from_str_radix(text.trim_start_matches("0x"), 16)
+                    .map_err(|e| serde::de::Error::custom(format!("block base `{text}`: {e}")))
+            })
+            .transpose()
+    }
+}
+
+/// Lays out the hypervisor blocks of a vCPU's CPUID: removes every KVM block and, with
+/// `hyperv`, everything in the first block (KVM's own supported block included), puts the
+/// Hyper-V leaves at [`KVM_CPUID_BASE`], then the KVM leaves (when `kvm` is given) at the
+/// first free block ([`merge_kvm_leaves`]): [`KVM_CPUID_ALT_BASE`] beside Hyper-V,
+/// [`KVM_CPUID_BASE`] without it. Returns where each block went.
+pub fn place_blocks(
+    cpuid: &mut CpuId,
+    hyperv: Option<&HypervLeaves>,
+    kvm: Option<(KvmFeatures, KvmHints)>,
+) -> Result<CpuidBlocks, CpuidError> {
+    remove_kvm_leaves(cpuid);
+    let mut blocks = CpuidBlocks::default();
+    if let Some(hv) = hyperv {
+        cpuid.retain(|e| block_base(e.function) != Some(KVM_CPUID_BASE));
+        for entry in hv.entries() {
+            cpuid.push(*entry).map_err(CpuidError::TooManyEntries)?;
+        }
+        blocks.hyperv = Some(KVM_CPUID_BASE);
+    }
+    if let Some((features, hints)) = kvm {
+        blocks.kvm = Some(merge_kvm_leaves(cpuid, features, hints)?);
+    }
+    Ok(blocks)
 }
 
 /// Removes every leaf block that carries the KVM signature (for `features: off`: the
@@ -749,6 +832,218 @@ mod tests {
         let err = merge_kvm_leaves(&mut cpuid, KvmFeatures::STEAL_TIME, KvmHints::empty())
             .expect_err("full");
         assert!(matches!(err, CpuidError::TooManyEntries(_)));
+    }
+
+    fn kvm_sig(base: u32) -> kvm_cpuid_entry2 {
+        entry(
+            base,
+            base + 1,
+            KVM_SIGNATURE[0],
+            KVM_SIGNATURE[1],
+            KVM_SIGNATURE[2],
+        )
+    }
+
+    /// What KVM_GET_SUPPORTED_CPUID gives: basic leaves and KVM's block at 0x40000000.
+    fn supported() -> Vec<kvm_cpuid_entry2> {
+        vec![
+            entry(0, 0xd, 0, 0, 0),
+            kvm_sig(KVM_CPUID_BASE),
+            entry(0x4000_0001, 0x0100_7efb, 0, 0, 0),
+            entry(0x8000_0000, 0x8000_0008, 0, 0, 0),
+        ]
+    }
+
+    fn hv() -> HypervLeaves {
+        HypervLeaves::from_supported(
+            &crate::hyperv::tests::kvm_61_leaves(),
+            Some(crate::hyperv::SynicCap::Synic2),
+        )
+        .expect("valid")
+    }
+
+    /// The base a Linux guest takes the KVM leaves from: the first block, scanning
+    /// 0x40000000..0x40010000 in steps of 0x100, whose signature leaf spells KVMKVMKVM.
+    fn guest_kvm_base(entries: &[kvm_cpuid_entry2]) -> Option<u32> {
+        (KVM_CPUID_BASE..HYPERVISOR_RANGE_END)
+            .step_by(HYPERVISOR_BLOCK_STEP as usize)
+            .find(|base| {
+                find_leaf(entries, *base).is_some_and(|e| [e.ebx, e.ecx, e.edx] == KVM_SIGNATURE)
+            })
+    }
+
+    #[test]
+    fn hyperv_takes_the_first_block_and_kvm_moves_to_0x40000100() {
+        let mut cpuid = cpuid_of(&supported());
+        let features = KvmFeatures::from_bits_truncate(0x0100_7efb);
+        let blocks = place_blocks(&mut cpuid, Some(&hv()), Some((features, KvmHints::empty())))
+            .expect("fits");
+        assert_eq!(
+            blocks,
+            CpuidBlocks {
+                hyperv: Some(0x4000_0000),
+                kvm: Some(0x4000_0100)
+            }
+        );
+        let entries = cpuid.as_slice();
+        let vendor = find_leaf(entries, KVM_CPUID_BASE).expect("vendor leaf");
+        assert_eq!(vendor.ebx, 0x756e_694c, "\"Linu\" of Linux KVM Hv");
+        assert!(
+            vendor.eax < KVM_CPUID_ALT_BASE,
+            "the Hyper-V block ends below the KVM block: {:#x}",
+            vendor.eax
+        );
+        assert_eq!(kvm_block_bases(entries), [KVM_CPUID_ALT_BASE]);
+        assert_eq!(guest_kvm_base(entries), Some(KVM_CPUID_ALT_BASE));
+        let kvm = KvmLeaves::find(entries).expect("KVM block");
+        assert_eq!((kvm.base, kvm.features), (KVM_CPUID_ALT_BASE, features));
+        // KVM's 0x40000001 (features) was replaced by Hyper-V's interface leaf "Hv#1".
+        assert_eq!(
+            find_leaf(entries, 0x4000_0001).map(|e| e.eax),
+            Some(crate::hyperv::HYPERV_INTERFACE_SIGNATURE)
+        );
+        // Basic leaves stay, Hyper-V's six leaves and KVM's two are in.
+        assert_eq!(entries.len(), 2 + 6 + 2);
+        assert_eq!(
+            entries
+                .iter()
+                .filter(|e| block_base(e.function) == Some(KVM_CPUID_BASE))
+                .count(),
+            6
+        );
+    }
+
+    #[test]
+    fn a_kvm_block_already_at_0x40000100_is_replaced_not_doubled() {
+        let mut cpuid = cpuid_of(&supported());
+        place_blocks(
+            &mut cpuid,
+            Some(&hv()),
+            Some((KvmFeatures::all(), KvmHints::REALTIME)),
+        )
+        .expect("fits");
+        let before = cpuid.as_slice().len();
+        // Laid out again (a reboot reuses nothing, but a VMM may pass a list it built).
+        let blocks = place_blocks(
+            &mut cpuid,
+            Some(&hv()),
+            Some((KvmFeatures::STEAL_TIME, KvmHints::empty())),
+        )
+        .expect("fits");
+        assert_eq!(blocks.kvm, Some(KVM_CPUID_ALT_BASE));
+        assert_eq!(cpuid.as_slice().len(), before);
+        assert_eq!(kvm_block_bases(cpuid.as_slice()), [KVM_CPUID_ALT_BASE]);
+        let kvm = KvmLeaves::find(cpuid.as_slice()).expect("KVM block");
+        assert_eq!(
+            (kvm.features, kvm.hints),
+            (KvmFeatures::STEAL_TIME, KvmHints::empty())
+        );
+
+        // A KVM block at 0x40000100 without Hyper-V: it moves back to 0x40000000.
+        let mut cpuid = cpuid_of(&[
+            entry(0, 0xd, 0, 0, 0),
+            kvm_sig(KVM_CPUID_ALT_BASE),
+            entry(0x4000_0101, 0xff, 0, 0, 0),
+        ]);
+        let blocks = place_blocks(
+            &mut cpuid,
+            None,
+            Some((KvmFeatures::PV_EOI, KvmHints::empty())),
+        )
+        .expect("fits");
+        assert_eq!(blocks, CpuidBlocks::planned(false, true));
+        assert_eq!(blocks.kvm, Some(KVM_CPUID_BASE));
+        assert_eq!(kvm_block_bases(cpuid.as_slice()), [KVM_CPUID_BASE]);
+        assert!(find_leaf(cpuid.as_slice(), 0x4000_0101).is_none());
+        assert_eq!(cpuid.as_slice().len(), 3);
+    }
+
+    #[test]
+    fn without_hyperv_the_kvm_leaves_keep_0x40000000() {
+        let mut cpuid = cpuid_of(&supported());
+        let blocks = place_blocks(
+            &mut cpuid,
+            None,
+            Some((KvmFeatures::STEAL_TIME, KvmHints::empty())),
+        )
+        .expect("fits");
+        assert_eq!(
+            blocks,
+            CpuidBlocks {
+                hyperv: None,
+                kvm: Some(KVM_CPUID_BASE)
+            }
+        );
+        assert_eq!(guest_kvm_base(cpuid.as_slice()), Some(KVM_CPUID_BASE));
+        assert_eq!(cpuid.as_slice().len(), 4);
+    }
+
+    #[test]
+    fn hyperv_with_kvm_pv_off_leaves_no_kvm_signature() {
+        let mut cpuid = cpuid_of(&supported());
+        let blocks = place_blocks(&mut cpuid, Some(&hv()), None).expect("fits");
+        assert_eq!(
+            blocks,
+            CpuidBlocks {
+                hyperv: Some(KVM_CPUID_BASE),
+                kvm: None
+            }
+        );
+        assert_eq!(guest_kvm_base(cpuid.as_slice()), None);
+        assert_eq!(KvmLeaves::find(cpuid.as_slice()), None);
+        let blocks = place_blocks(&mut cpuid_of(&supported()), None, None).expect("fits");
+        assert_eq!(blocks, CpuidBlocks::default());
+    }
+
+    #[test]
+    fn the_plan_matches_the_placement() {
+        for (hyperv, kvm) in [(false, false), (false, true), (true, false), (true, true)] {
+            let mut cpuid = cpuid_of(&supported());
+            let hv = hv();
+            let placed = place_blocks(
+                &mut cpuid,
+                hyperv.then_some(&hv),
+                kvm.then_some((KvmFeatures::STEAL_TIME, KvmHints::empty())),
+            )
+            .expect("fits");
+            assert_eq!(placed, CpuidBlocks::planned(hyperv, kvm), "{hyperv} {kvm}");
+        }
+        assert_eq!(first_free_block(&[]), Some(KVM_CPUID_BASE));
+        assert_eq!(
+            first_free_block(&[KVM_CPUID_BASE, KVM_CPUID_ALT_BASE]),
+            Some(0x4000_0200)
+        );
+        let all: Vec<u32> = (0..0x100u32)
+            .map(|i| KVM_CPUID_BASE + i * HYPERVISOR_BLOCK_STEP)
+            .collect();
+        assert_eq!(first_free_block(&all), None);
+    }
+
+    #[test]
+    fn placing_into_a_full_list_fails() {
+        let mut entries: Vec<_> = (0..kvm_bindings::KVM_MAX_CPUID_ENTRIES as u32 - 3)
+            .map(|i| entry(i, 0, 0, 0, 0))
+            .collect();
+        entries.push(kvm_sig(KVM_CPUID_BASE));
+        let mut cpuid = cpuid_of(&entries);
+        let err = place_blocks(&mut cpuid, Some(&hv()), None).expect_err("six leaves, room for 3");
+        assert!(matches!(err, CpuidError::TooManyEntries(_)));
+    }
+
+    #[test]
+    fn blocks_serialize_as_hex_bases() {
+        let blocks = CpuidBlocks::planned(true, true);
+        let json = serde_json::to_string(&blocks).expect("json");
+        assert_eq!(json, r#"{"hyperv":"0x40000000","kvm":"0x40000100"}"#);
+        assert_eq!(
+            serde_json::from_str::<CpuidBlocks>(&json).expect("parses"),
+            blocks
+        );
+        let json = serde_json::to_string(&CpuidBlocks::planned(false, false)).expect("json");
+        assert_eq!(json, r#"{"hyperv":null,"kvm":null}"#);
+        let err = serde_json::from_str::<CpuidBlocks>(r#"{"hyperv":"0xzz","kvm":null}"#)
+            .expect_err("bad hex");
+        assert!(err.to_string().contains("0xzz"), "{err}");
     }
 
     fn input(requested: KvmFeatures) -> NegotiationInput {

@@ -3,7 +3,9 @@
 
 use kvm_bindings::{
     KVM_CAP_BINARY_STATS_FD, KVM_CAP_ENFORCE_PV_FEATURE_CPUID, KVM_CAP_EXIT_HYPERCALL,
-    KVM_CAP_HALT_POLL, KVM_CAP_HYPERV, KVM_CAP_X86_DISABLE_EXITS, KVM_MAX_CPUID_ENTRIES,
+    KVM_CAP_HALT_POLL, KVM_CAP_HYPERV, KVM_CAP_HYPERV_CPUID, KVM_CAP_HYPERV_SYNIC,
+    KVM_CAP_HYPERV_SYNIC2, KVM_CAP_SYS_HYPERV_CPUID, KVM_CAP_X86_DISABLE_EXITS,
+    KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::Kvm;
 use serde::{Deserialize, Serialize};
@@ -11,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::cpuid::{host_features, KvmFeatures};
 use crate::exits::DisableExits;
 use crate::hypercall::KVM_HC_MAP_GPA_RANGE;
+use crate::hyperv::{HvCpuidSource, SynicCap};
 
 /// Errors of probing the host.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,14 @@ pub struct HostPv {
     pub binary_stats: bool,
     /// Hyper-V enlightenments (`KVM_CAP_HYPERV`).
     pub hyperv: bool,
+    /// Where `KVM_GET_SUPPORTED_HV_CPUID` answers: the system file descriptor
+    /// (`KVM_CAP_SYS_HYPERV_CPUID`), only a vCPU's (`KVM_CAP_HYPERV_CPUID`), or nowhere.
+    #[serde(default)]
+    pub hyperv_cpuid: Option<HvCpuidSource>,
+    /// The SynIC capability a vCPU can enable (`KVM_CAP_HYPERV_SYNIC2`, else
+    /// `KVM_CAP_HYPERV_SYNIC`), if any.
+    #[serde(default)]
+    pub hyperv_synic: Option<SynicCap>,
     /// Hypercalls that can exit to user space (`KVM_CAP_EXIT_HYPERCALL` mask, bit = number).
     pub exit_hypercall_mask: u64,
 }
@@ -56,6 +67,18 @@ impl HostPv {
         features
     }
 
+    /// What the host lacks for `kvm_hyperv=on`, named by capability; `None` when it can give
+    /// a VM the Hyper-V leaves (SynIC is optional: without it the leaves do not offer it).
+    pub fn hyperv_lacks(&self) -> Option<&'static str> {
+        if !self.hyperv {
+            Some("Hyper-V emulation (KVM_CAP_HYPERV)")
+        } else if self.hyperv_cpuid.is_none() {
+            Some("KVM_GET_SUPPORTED_HV_CPUID (neither KVM_CAP_SYS_HYPERV_CPUID nor KVM_CAP_HYPERV_CPUID)")
+        } else {
+            None
+        }
+    }
+
     /// Probes `kvm`. The extensions are checked on the system file descriptor, where KVM
     /// reports the same values as on a fresh VM for all of these capabilities.
     pub fn probe(kvm: &Kvm) -> Result<Self, HostError> {
@@ -72,6 +95,20 @@ impl HostPv {
             enforce_pv_cpuid: check(KVM_CAP_ENFORCE_PV_FEATURE_CPUID) > 0,
             binary_stats: check(KVM_CAP_BINARY_STATS_FD) > 0,
             hyperv: check(KVM_CAP_HYPERV) > 0,
+            hyperv_cpuid: if check(KVM_CAP_SYS_HYPERV_CPUID) > 0 {
+                Some(HvCpuidSource::System)
+            } else if check(KVM_CAP_HYPERV_CPUID) > 0 {
+                Some(HvCpuidSource::Vcpu)
+            } else {
+                None
+            },
+            hyperv_synic: if check(KVM_CAP_HYPERV_SYNIC2) > 0 {
+                Some(SynicCap::Synic2)
+            } else if check(KVM_CAP_HYPERV_SYNIC) > 0 {
+                Some(SynicCap::Synic)
+            } else {
+                None
+            },
             exit_hypercall_mask: u64::try_from(check(KVM_CAP_EXIT_HYPERCALL)).unwrap_or(0),
         };
         log::debug!("host PV capabilities: {host:?}");
@@ -91,8 +128,40 @@ mod tests {
             enforce_pv_cpuid: true,
             binary_stats: true,
             hyperv: false,
+            hyperv_cpuid: None,
+            hyperv_synic: None,
             exit_hypercall_mask,
         }
+    }
+
+    #[test]
+    fn hyperv_needs_the_capability_and_the_leaves_ioctl() {
+        let mut h = host(0x0100_7efb, 0);
+        assert_eq!(h.hyperv_lacks(), Some("Hyper-V emulation (KVM_CAP_HYPERV)"));
+        h.hyperv_cpuid = Some(HvCpuidSource::System);
+        assert_eq!(
+            h.hyperv_lacks(),
+            Some("Hyper-V emulation (KVM_CAP_HYPERV)"),
+            "the ioctl alone is not enough"
+        );
+        h.hyperv = true;
+        assert_eq!(h.hyperv_lacks(), None);
+        h.hyperv_cpuid = None;
+        assert!(h
+            .hyperv_lacks()
+            .is_some_and(|m| m.contains("KVM_CAP_SYS_HYPERV_CPUID")));
+        h.hyperv_cpuid = Some(HvCpuidSource::Vcpu);
+        assert_eq!(h.hyperv_lacks(), None, "SynIC is optional");
+    }
+
+    #[test]
+    fn host_json_without_the_hyperv_details_still_parses() {
+        let mut json = serde_json::to_value(host(0x0100_7efb, 0)).expect("json");
+        let map = json.as_object_mut().expect("object");
+        assert!(map.remove("hyperv_cpuid").is_some());
+        assert!(map.remove("hyperv_synic").is_some());
+        let back: HostPv = serde_json::from_value(json).expect("parses");
+        assert_eq!(back.hyperv_cpuid, None);
     }
 
     #[test]

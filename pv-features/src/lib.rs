@@ -10,6 +10,7 @@
 //! - [`stats`]: KVM binary statistics by name;
 //! - [`config`]: the `PvConfig` presets and their validation;
 //! - [`host`]: what the host's KVM can back;
+//! - [`hyperv`]: KVM's Hyper-V leaves beside the KVM ones, and SynIC;
 //! - [`setup`]: the one entry point that applies a configuration in KVM's order.
 
 #![deny(missing_docs)]
@@ -19,6 +20,7 @@ pub mod cpuid;
 pub mod exits;
 pub mod host;
 pub mod hypercall;
+pub mod hyperv;
 pub mod msrs;
 pub mod setup;
 pub mod stats;

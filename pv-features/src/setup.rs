@@ -4,9 +4,15 @@
 //! 1. right after `KVM_CREATE_VM`, before any vCPU: disable exits (`KVM_CAP_X86_DISABLE_EXITS`
 //!    is accepted only while the VM has no vCPU) and set halt polling;
 //! 2. create each vCPU through [`PvVm::create_vcpu`], which records that vCPUs now exist;
-//! 3. per vCPU, before any MSR is restored: `KVM_SET_CPUID2` with the KVM leaves, then
-//!    `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` (enforcement is per vCPU, and with it on KVM rejects
-//!    PV MSRs and hypercalls of features the CPUID does not advertise).
+//! 3. with `kvm_hyperv`, before the first vCPU's CPUID is set: [`PvVm::set_hyperv`] with the
+//!    Hyper-V leaves (read from the system file descriptor, or from the first vCPU's where
+//!    the host answers only there);
+//! 4. per vCPU, before any MSR is restored: `KVM_SET_CPUID2` with the Hyper-V block at
+//!    0x40000000 and the KVM leaves at the first free block (0x40000100 beside Hyper-V),
+//!    then `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` (enforcement is per vCPU, and with it on KVM
+//!    rejects PV MSRs and hypercalls of features the CPUID does not advertise; KVM finds its
+//!    block at either base), then SynIC (`KVM_CAP_HYPERV_SYNIC2`) where the Hyper-V leaves
+//!    advertise it: a per-vCPU capability, and the SynIC MSRs are among those restored.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -14,9 +20,10 @@ use kvm_bindings::{kvm_enable_cap, CpuId, KVM_CAP_ENFORCE_PV_FEATURE_CPUID};
 use kvm_ioctls::{VcpuFd, VmFd};
 
 use crate::config::EffectivePv;
-use crate::cpuid::{merge_kvm_leaves, remove_kvm_leaves, CpuidError};
+use crate::cpuid::{place_blocks, CpuidBlocks, CpuidError};
 use crate::exits::{self, DisableExits, ExitsError};
 use crate::hypercall::Dispatcher;
+use crate::hyperv::{HypervError, HypervLeaves};
 
 /// Errors of applying the PV state.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,23 @@ pub enum SetupError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// Enabling what the Hyper-V leaves need (SynIC) failed.
+    #[error("enabling Hyper-V on vCPU {vcpu}")]
+    Hyperv {
+        /// The vCPU id.
+        vcpu: u64,
+        /// The cause.
+        #[source]
+        source: HypervError,
+    },
+    /// The Hyper-V leaves came after a vCPU's CPUID was set: every vCPU must get the same.
+    #[error(
+        "the Hyper-V leaves must be set before the first vCPU's CPUID ({configured} already set)"
+    )]
+    HypervTooLate {
+        /// vCPUs whose CPUID is set.
+        configured: usize,
+    },
     /// `KVM_CREATE_VCPU` failed.
     #[error("KVM_CREATE_VCPU {vcpu}")]
     CreateVcpu {
@@ -79,8 +103,8 @@ pub enum SetupError {
 /// let pv = PvVm::configure_vm(&vm, effective)?; // exits and halt polling: before any vCPU
 /// let vcpu = pv.create_vcpu(&vm, 0)?;
 /// let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)?;
-/// pv.configure_vcpu(&vcpu, 0, &mut cpuid)?; // KVM leaves and enforcement: before MSRs
-/// println!("dropped: {:?}", pv.effective().dropped);
+/// let blocks = pv.configure_vcpu(&vcpu, 0, &mut cpuid)?; // KVM leaves, enforcement: before MSRs
+/// println!("KVM leaves at {:?}; dropped: {:?}", blocks.kvm, pv.effective().dropped);
 /// # Ok(())
 /// # }
 /// ```
@@ -88,6 +112,8 @@ pub enum SetupError {
 pub struct PvVm {
     effective: EffectivePv,
     vcpus_created: AtomicUsize,
+    vcpus_configured: AtomicUsize,
+    hyperv: Option<HypervLeaves>,
 }
 
 impl PvVm {
@@ -102,7 +128,26 @@ impl PvVm {
         Ok(Self {
             effective,
             vcpus_created: AtomicUsize::new(0),
+            vcpus_configured: AtomicUsize::new(0),
+            hyperv: None,
         })
+    }
+
+    /// Gives every vCPU the Hyper-V block `leaves` at 0x40000000 (the KVM leaves then go to
+    /// 0x40000100) and enables what it needs on each (SynIC). Refused with
+    /// [`SetupError::HypervTooLate`] once a vCPU's CPUID is set.
+    pub fn set_hyperv(&mut self, leaves: HypervLeaves) -> Result<(), SetupError> {
+        let configured = self.vcpus_configured.load(Ordering::Acquire);
+        if configured > 0 {
+            return Err(SetupError::HypervTooLate { configured });
+        }
+        self.hyperv = Some(leaves);
+        Ok(())
+    }
+
+    /// The Hyper-V block every vCPU gets, if any.
+    pub fn hyperv(&self) -> Option<&HypervLeaves> {
+        self.hyperv.as_ref()
     }
 
     /// The PV state this VM runs with.
@@ -125,26 +170,28 @@ impl PvVm {
         })
     }
 
-    /// Applies the per-vCPU part: merges the KVM leaves into `cpuid` (or removes them for
-    /// `features: off`), sets it with `KVM_SET_CPUID2`, then turns PV CPUID enforcement on.
-    /// Call it before restoring any MSR. Returns the KVM leaves' base, `None` without leaves.
+    /// Applies the per-vCPU part: lays out `cpuid`'s hypervisor blocks
+    /// ([`place_blocks`]: the Hyper-V block if set, the KVM leaves unless `features: off`),
+    /// sets it with `KVM_SET_CPUID2`, turns PV CPUID enforcement on, then enables SynIC where
+    /// the Hyper-V leaves advertise it. Call it before restoring any MSR. Returns where each
+    /// block sits.
     pub fn configure_vcpu(
         &self,
         vcpu: &VcpuFd,
         vcpu_id: u64,
         cpuid: &mut CpuId,
-    ) -> Result<Option<u32>, SetupError> {
-        let base = if self.effective.leaves {
-            let base = merge_kvm_leaves(cpuid, self.effective.features, self.effective.hints)
-                .map_err(|source| SetupError::Cpuid {
-                    vcpu: vcpu_id,
-                    source,
-                })?;
-            Some(base)
-        } else {
-            remove_kvm_leaves(cpuid);
-            None
-        };
+    ) -> Result<CpuidBlocks, SetupError> {
+        let kvm = self
+            .effective
+            .leaves
+            .then_some((self.effective.features, self.effective.hints));
+        let blocks =
+            place_blocks(cpuid, self.hyperv.as_ref(), kvm).map_err(|source| SetupError::Cpuid {
+                vcpu: vcpu_id,
+                source,
+            })?;
+        // From here on the Hyper-V choice is fixed for every vCPU.
+        self.vcpus_configured.fetch_add(1, Ordering::AcqRel);
         vcpu.set_cpuid2(cpuid)
             .map_err(|source| SetupError::SetCpuid {
                 vcpu: vcpu_id,
@@ -162,7 +209,14 @@ impl PvVm {
                     source,
                 })?;
         }
-        Ok(base)
+        if let Some(hv) = &self.hyperv {
+            hv.enable_on_vcpu(vcpu, vcpu_id)
+                .map_err(|source| SetupError::Hyperv {
+                    vcpu: vcpu_id,
+                    source,
+                })?;
+        }
+        Ok(blocks)
     }
 
     /// Changes the disabled exits; refused with [`ExitsError::VcpusExist`] once a vCPU

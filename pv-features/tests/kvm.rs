@@ -14,10 +14,16 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use pv_features::config::{EffectivePv, FeatureSelection, PvConfig};
-use pv_features::cpuid::{KvmFeatures, KvmHints, KvmLeaves, KVM_CPUID_ALT_BASE, KVM_CPUID_BASE};
+use pv_features::cpuid::{
+    CpuidBlocks, KvmFeatures, KvmHints, KvmLeaves, KVM_CPUID_ALT_BASE, KVM_CPUID_BASE,
+};
 use pv_features::exits::{DisableExits, ExitsError};
 use pv_features::host::HostPv;
 use pv_features::hypercall::{guest_return_value, Hypercall, HypercallAction, KVM_HC_SEND_IPI};
+use pv_features::hyperv::{
+    supported_hv_cpuid, HvCpuidSource, HypervLeaves, HV_X64_MSR_SCONTROL,
+    HYPERV_INTERFACE_SIGNATURE,
+};
 use pv_features::msrs::{restore_entries, MSR_KVM_STEAL_TIME};
 use pv_features::setup::{PvVm, SetupError};
 use pv_features::stats::{self, StatsFd};
@@ -171,40 +177,234 @@ fn features_off_removes_the_kvm_signature() {
     assert_eq!(read_back_leaves(&t.vcpu), None);
 }
 
+/// A Hyper-V block as KVM reports it (vendor "Linux KVM Hv", interface "Hv#1"), without
+/// SynIC, for hosts whose KVM has no Hyper-V emulation: the CPUID is only data to them.
+fn synthetic_hyperv() -> HypervLeaves {
+    let e = |function, eax, ebx, ecx, edx| kvm_cpuid_entry2 {
+        function,
+        eax,
+        ebx,
+        ecx,
+        edx,
+        ..Default::default()
+    };
+    HypervLeaves::from_supported(
+        &[
+            e(
+                0x4000_0000,
+                0x4000_0005,
+                0x756e_694c,
+                0x564b_2078,
+                0x7648_204d,
+            ),
+            e(0x4000_0001, HYPERV_INTERFACE_SIGNATURE, 0, 0, 0),
+            e(0x4000_0002, 0x3839, 0x000a_0000, 0, 0),
+            e(0x4000_0003, 0x2bf3, 0x30, 0, 0x530),
+            e(0x4000_0004, 0x0004_0e2c, 0xfff, 0, 0),
+            e(0x4000_0005, 0x400, 0x40, 0, 0),
+        ],
+        None,
+    )
+    .expect("valid leaves")
+}
+
+fn steal_time_msr_accepted(vcpu: &VcpuFd) -> usize {
+    let msr = StealTimeMsr::encode(RECORD_AT).expect("aligned");
+    let raw = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_KVM_STEAL_TIME,
+        data: msr,
+        ..Default::default()
+    }])
+    .expect("msrs");
+    vcpu.set_msrs(&raw).expect("KVM_SET_MSRS")
+}
+
 #[test]
-fn kvm_leaves_move_to_0x40000100_beside_hyperv() {
+fn kvm_leaves_move_to_0x40000100_beside_hyperv_and_kvm_finds_them_there() {
+    let kvm = kvm();
+    let host = host(&kvm);
+    let without_steal = PvConfig {
+        features: FeatureSelection::List(KvmFeatures::CLOCKSOURCE2 | KvmFeatures::PV_EOI),
+        ..PvConfig::shared()
+    };
+    for (cfg, steal_time) in [(PvConfig::shared(), true), (without_steal, false)] {
+        let vm = kvm.create_vm().expect("VM");
+        let mut pv = PvVm::configure_vm(&vm, resolve(cfg, &host)).expect("VM");
+        pv.set_hyperv(synthetic_hyperv())
+            .expect("before any vCPU's CPUID");
+        let vcpu = pv.create_vcpu(&vm, 0).expect("vCPU");
+        let mut cpuid = supported_cpuid(&kvm);
+        let blocks = pv.configure_vcpu(&vcpu, 0, &mut cpuid).expect("vCPU");
+        assert_eq!(
+            blocks,
+            CpuidBlocks {
+                hyperv: Some(KVM_CPUID_BASE),
+                kvm: Some(KVM_CPUID_ALT_BASE)
+            }
+        );
+        let back = vcpu.get_cpuid2(KVM_MAX_CPUID_ENTRIES).expect("cpuid");
+        let leaves = KvmLeaves::find(back.as_slice()).expect("KVM leaves");
+        assert_eq!(leaves.base, KVM_CPUID_ALT_BASE);
+        assert_eq!(leaves.features, pv.effective().features);
+        assert_eq!(signature_leaves(&back), 1, "exactly one KVM block");
+        let leaf = |f: u32| back.as_slice().iter().find(|e| e.function == f).copied();
+        assert_eq!(
+            leaf(KVM_CPUID_BASE + 1).map(|e| e.eax),
+            Some(HYPERV_INTERFACE_SIGNATURE),
+            "Hyper-V's interface leaf replaced KVM's features leaf"
+        );
+        assert_eq!(leaf(KVM_CPUID_BASE).map(|e| e.eax), Some(0x4000_0005));
+        // With enforcement on, KVM takes MSR_KVM_STEAL_TIME only if the features leaf of the
+        // KVM block it found advertises steal_time: it found the block at 0x40000100.
+        assert_eq!(
+            steal_time_msr_accepted(&vcpu),
+            usize::from(steal_time),
+            "steal_time advertised at 0x40000101: {steal_time}"
+        );
+    }
+}
+
+#[test]
+fn hyperv_leaves_cannot_change_after_a_vcpu_cpuid_is_set() {
     let kvm = kvm();
     let vm = kvm.create_vm().expect("VM");
-    let pv = PvVm::configure_vm(&vm, resolve(PvConfig::shared(), &host(&kvm))).expect("VM");
+    let mut pv = PvVm::configure_vm(&vm, resolve(PvConfig::shared(), &host(&kvm))).expect("VM");
     let vcpu = pv.create_vcpu(&vm, 0).expect("vCPU");
     let mut cpuid = supported_cpuid(&kvm);
-    // Stand in for Hyper-V's block: signature "Microsoft Hv" at 0x40000000, replacing KVM's.
-    for e in cpuid.as_mut_slice() {
-        if e.function == KVM_CPUID_BASE {
-            *e = kvm_cpuid_entry2 {
-                function: KVM_CPUID_BASE,
-                eax: 0x4000_0001,
-                ebx: 0x7263_694d,
-                ecx: 0x666f_736f,
-                edx: 0x7648_2074,
-                ..Default::default()
-            };
-        } else if e.function == KVM_CPUID_BASE + 1 {
-            e.eax = 0x3123_7648; // "Hv#1"
-        }
+    let blocks = pv.configure_vcpu(&vcpu, 0, &mut cpuid).expect("vCPU");
+    assert_eq!(blocks, CpuidBlocks::planned(false, true));
+    match pv.set_hyperv(synthetic_hyperv()) {
+        Err(SetupError::HypervTooLate { configured }) => assert_eq!(configured, 1),
+        other => panic!("expected HypervTooLate, got {other:?}"),
     }
-    let base = pv.configure_vcpu(&vcpu, 0, &mut cpuid).expect("vCPU");
-    assert_eq!(base, Some(KVM_CPUID_ALT_BASE));
-    let leaves = read_back_leaves(&vcpu).expect("KVM leaves");
-    assert_eq!(leaves.base, KVM_CPUID_ALT_BASE);
-    assert_eq!(leaves.features, pv.effective().features);
-    let back = vcpu.get_cpuid2(KVM_MAX_CPUID_ENTRIES).expect("cpuid");
-    let hv = back
-        .as_slice()
-        .iter()
-        .find(|e| e.function == KVM_CPUID_BASE + 1)
-        .expect("Hyper-V interface leaf kept");
-    assert_eq!(hv.eax, 0x3123_7648);
+    assert!(pv.hyperv().is_none());
+}
+
+#[test]
+fn hyperv_probe_matches_what_the_host_answers() {
+    let kvm = kvm();
+    let host = host(&kvm);
+    eprintln!(
+        "host: KVM_CAP_HYPERV {}, HV CPUID {:?}, SynIC {:?}; kvm_hyperv needs: {:?}",
+        host.hyperv,
+        host.hyperv_cpuid,
+        host.hyperv_synic,
+        host.hyperv_lacks()
+    );
+    let system = supported_hv_cpuid(&kvm);
+    if host.hyperv_cpuid == Some(HvCpuidSource::System) {
+        let supported =
+            system.expect("the system fd answers where KVM_CAP_SYS_HYPERV_CPUID says so");
+        let hv = HypervLeaves::from_supported(supported.as_slice(), host.hyperv_synic)
+            .expect("KVM's own leaves are valid");
+        eprintln!("Hyper-V leaves: {:?}", hv.report());
+        assert_eq!(hv.vendor(), "Linux KVM Hv");
+        assert!(hv.max_leaf() < KVM_CPUID_ALT_BASE);
+    } else {
+        let err = system.expect_err("no KVM_CAP_SYS_HYPERV_CPUID: the system fd refuses it");
+        eprintln!("system fd: {err}");
+    }
+    // `kvm_hyperv=on` is possible exactly where both the capability and the ioctl exist.
+    assert_eq!(
+        host.hyperv_lacks().is_none(),
+        host.hyperv && host.hyperv_cpuid.is_some()
+    );
+}
+
+/// The Hyper-V leaves the host gives, from the system file descriptor or the vCPU's.
+fn host_hyperv_leaves(kvm: &Kvm, host: &HostPv, vcpu: &VcpuFd) -> HypervLeaves {
+    let supported = match host.hyperv_cpuid.expect("KVM_GET_SUPPORTED_HV_CPUID") {
+        HvCpuidSource::System => supported_hv_cpuid(kvm),
+        HvCpuidSource::Vcpu => supported_hv_cpuid(vcpu),
+    }
+    .expect("KVM_GET_SUPPORTED_HV_CPUID");
+    HypervLeaves::from_supported(supported.as_slice(), host.hyperv_synic).expect("valid")
+}
+
+fn scontrol(vcpu: &VcpuFd) -> Option<u64> {
+    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: HV_X64_MSR_SCONTROL,
+        ..Default::default()
+    }])
+    .expect("msrs");
+    match vcpu.get_msrs(&mut msrs).expect("KVM_GET_MSRS") {
+        1 => msrs.as_slice().first().map(|e| e.data),
+        _ => None,
+    }
+}
+
+#[test]
+#[ignore = "needs a KVM with Hyper-V emulation (the KVM lab's L1, or hardware KVM); kvm_pvm has none"]
+fn real_kvm_hyperv_block_and_kvm_leaves_read_back_with_synic_on() {
+    let kvm = kvm();
+    let host = host(&kvm);
+    assert_eq!(host.hyperv_lacks(), None, "{host:?}");
+    let vm = kvm.create_vm().expect("VM");
+    let effective = resolve(PvConfig::shared(), &host);
+    let mut pv = PvVm::configure_vm(&vm, effective.clone()).expect("VM");
+    // SynIC needs the in-kernel local APIC.
+    vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
+    let vcpu = pv.create_vcpu(&vm, 0).expect("vCPU 0");
+    let hv = host_hyperv_leaves(&kvm, &host, &vcpu);
+    eprintln!("Hyper-V leaves: {:?}", hv.report());
+    assert_eq!(hv.vendor(), "Linux KVM Hv");
+    let synic = hv.synic();
+    assert_eq!(
+        synic, host.hyperv_synic,
+        "KVM advertises SynIC, so it is enabled exactly where the host can"
+    );
+    pv.set_hyperv(hv.clone()).expect("before any CPUID");
+    let mut cpuid = supported_cpuid(&kvm);
+    let blocks = pv.configure_vcpu(&vcpu, 0, &mut cpuid).expect("vCPU 0");
+    assert_eq!(blocks, CpuidBlocks::planned(true, true));
+
+    let back = vcpu
+        .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+        .expect("KVM_GET_CPUID2");
+    let leaf = |f: u32| back.as_slice().iter().find(|e| e.function == f).copied();
+    let vendor = leaf(KVM_CPUID_BASE).expect("vendor leaf");
+    let mut text = Vec::new();
+    for r in [vendor.ebx, vendor.ecx, vendor.edx] {
+        text.extend_from_slice(&r.to_le_bytes());
+    }
+    assert_eq!(&text, b"Linux KVM Hv");
+    assert!(vendor.eax >= KVM_CPUID_BASE + 5 && vendor.eax < KVM_CPUID_ALT_BASE);
+    assert_eq!(
+        leaf(KVM_CPUID_BASE + 1).map(|e| e.eax),
+        Some(HYPERV_INTERFACE_SIGNATURE)
+    );
+    for e in hv.entries() {
+        assert_eq!(
+            leaf(e.function).map(|b| (b.eax, b.ebx, b.ecx, b.edx)),
+            Some((e.eax, e.ebx, e.ecx, e.edx)),
+            "leaf {:#x}",
+            e.function
+        );
+    }
+    let kvm_leaves = KvmLeaves::find(back.as_slice()).expect("KVM leaves");
+    assert_eq!(kvm_leaves.base, KVM_CPUID_ALT_BASE);
+    assert_eq!(kvm_leaves.features, effective.features);
+    assert_eq!(kvm_leaves.hints, effective.hints);
+    assert_eq!(signature_leaves(&back), 1);
+    // KVM found its block at 0x40000100: it takes the steal-time MSR under enforcement.
+    assert_eq!(steal_time_msr_accepted(&vcpu), 1);
+    // SynIC is on: KVM answers its control MSR with the enable bit.
+    if synic.is_some() {
+        assert_eq!(scontrol(&vcpu), Some(1), "SynIC enabled on vCPU 0");
+    }
+
+    // The same leaves without SynIC: the control MSR stays off.
+    let vm = kvm.create_vm().expect("VM");
+    let mut pv = PvVm::configure_vm(&vm, effective).expect("VM");
+    vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
+    let vcpu = pv.create_vcpu(&vm, 0).expect("vCPU");
+    let supported = supported_hv_cpuid(&vcpu).expect("vCPU fd answers too");
+    let no_synic = HypervLeaves::from_supported(supported.as_slice(), None).expect("valid");
+    assert_eq!(no_synic.synic(), None);
+    pv.set_hyperv(no_synic).expect("before any CPUID");
+    let mut cpuid = supported_cpuid(&kvm);
+    pv.configure_vcpu(&vcpu, 0, &mut cpuid).expect("vCPU");
+    assert_ne!(scontrol(&vcpu), Some(1), "SynIC was not enabled");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use hypervisor_glue::change::{at_reboot, plan_change, PvPatch, VmState};
 use hypervisor_glue::hooks;
 use hypervisor_glue::validate::Validated;
 use kvm_ioctls::Kvm;
-use pv_features::cpuid::KvmFeatures;
+use pv_features::cpuid::{CpuidBlocks, KvmFeatures};
 use pv_features::host::HostPv;
 use serde_json::json;
 use vmm_sys_util::eventfd::EventFd;
@@ -258,6 +258,7 @@ impl Vmm {
         let host = self.host()?;
         let vm = RunningVm::start(
             &host.kvm,
+            &host.pv,
             &spec,
             validated.effective,
             &serial,
@@ -450,6 +451,18 @@ impl Vmm {
             None => requested.resolve(&host, VMM_BACKS).ok(),
         };
         let after_reboot_effective = after_reboot.resolve(&host, VMM_BACKS).ok();
+        // Where the vCPUs' CPUID has the Hyper-V and KVM blocks, or (without a VM) where
+        // the placement rule will put them.
+        let (cpuid_blocks, hyperv) = match &self.vm {
+            Some(vm) => (vm.cpuid_blocks(), vm.hyperv()),
+            None => (
+                CpuidBlocks::planned(
+                    config.cpus.kvm_hyperv,
+                    effective.as_ref().is_some_and(|e| e.leaves),
+                ),
+                None,
+            ),
+        };
         Ok(json!({
             "config": config,
             "state": self.state,
@@ -462,6 +475,8 @@ impl Vmm {
                 "after_reboot": after_reboot,
                 "after_reboot_effective": after_reboot_effective,
             },
+            "cpuid_blocks": cpuid_blocks,
+            "hyperv": hyperv,
             "host": host,
         }))
     }
@@ -518,6 +533,7 @@ pub fn spec_of(config: &VmConfig) -> VmSpec {
         vcpus: cpus.boot_vcpus,
         topology,
         phys_bits: cpus.max_phys_bits,
+        kvm_hyperv: cpus.kvm_hyperv,
     }
 }
 
@@ -600,5 +616,9 @@ mod tests {
         assert_eq!(spec.phys_bits, 40);
         assert_eq!(spec.cmdline, "quiet");
         assert_eq!(spec.topology.cores_per_package, 4);
+        assert!(!spec.kvm_hyperv);
+        let mut config = config;
+        config.cpus.kvm_hyperv = true;
+        assert!(spec_of(&config).kvm_hyperv);
     }
 }

@@ -180,6 +180,7 @@ const KVM_SET_CPUID2: u64 = iow::<kvm_cpuid2>(0x90);
 const KVM_GET_CPUID2: u64 = iowr::<kvm_cpuid2>(0x91);
 const KVM_ENABLE_CAP: u64 = iow::<kvm_enable_cap>(0xa3);
 const KVM_GET_STATS_FD: u64 = io(0xce);
+const KVM_GET_SUPPORTED_HV_CPUID: u64 = iowr::<kvm_cpuid2>(0xc1);
 // Terminal and socket ioctls (include/uapi/asm-generic/ioctls.h).
 const TCGETS: u64 = 0x5401;
 const TCSETS: u64 = 0x5402;
@@ -213,6 +214,8 @@ const VMM_IOCTLS: &[u64] = &[
     KVM_GET_CPUID2,
     KVM_ENABLE_CAP,
     KVM_GET_STATS_FD,
+    // kvm_hyperv=on: the Hyper-V leaves, from the system fd (host probe) or a vCPU.
+    KVM_GET_SUPPORTED_HV_CPUID,
     // vCPU threads of a rebooted VM are created by the filtered main thread: the vCPU
     // filter stacks on this one, so their ioctls must be allowed here too.
     KVM_RUN,
@@ -582,6 +585,7 @@ mod tests {
         assert_eq!(KVM_SET_FPU, 0x41a0_ae8d);
         assert_eq!(KVM_GET_LAPIC, 0x8400_ae8e);
         assert_eq!(KVM_GET_STATS_FD, 0xaece);
+        assert_eq!(KVM_GET_SUPPORTED_HV_CPUID, 0xc008_aec1);
     }
 
     #[test]

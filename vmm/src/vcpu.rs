@@ -165,6 +165,14 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
                 let action = shared.dispatcher.handle_exit(&mut exit, |_, _| false);
                 log::debug!("vCPU {id}: hypercall {} -> {action:?}", exit.nr);
             }
+            Ok(VcpuExit::Hyperv) => {
+                let run = vcpu.get_kvm_run();
+                // SAFETY: for KVM_EXIT_HYPERV the kernel filled the `hyperv` member of the
+                // exit union; `handle_exit` reads the part its type names.
+                let exit = unsafe { &mut run.__bindgen_anon_1.hyperv };
+                let what = pv_features::hyperv::handle_exit(exit);
+                log::debug!("vCPU {id}: Hyper-V exit {what:?}");
+            }
             Ok(VcpuExit::Hlt) => {}
             Ok(VcpuExit::Intr) => {}
             Ok(VcpuExit::Shutdown) => {

@@ -4,10 +4,12 @@
 //! 1. `KVM_CREATE_VM`, then at once the PV VM-wide settings: disable-exits is accepted only
 //!    while the VM has no vCPU, halt polling any time (glue hook `vm_created`);
 //! 2. the in-kernel interrupt controllers (`KVM_CREATE_IRQCHIP`, PIT) and guest RAM;
-//! 3. each vCPU: `KVM_SET_CPUID2` with the topology and the KVM leaves, and PV CPUID
-//!    enforcement, before any MSR is written (with enforcement on, KVM refuses MSRs of
-//!    features the CPUID does not advertise); then FPU, MSRs, LAPIC, and for the boot vCPU
-//!    the 64-bit entry state;
+//! 3. each vCPU: `KVM_SET_CPUID2` with the topology, the Hyper-V block at 0x40000000 with
+//!    `kvm_hyperv=on` (read once from KVM, before the first vCPU's CPUID) and the KVM leaves
+//!    (at 0x40000100 beside Hyper-V, else 0x40000000), PV CPUID enforcement and SynIC,
+//!    before any MSR is written (with enforcement on, KVM refuses MSRs of features the
+//!    CPUID does not advertise); then FPU, MSRs, LAPIC, and for the boot vCPU the 64-bit
+//!    entry state;
 //! 4. one thread per vCPU.
 //!
 //! Interrupt controller: KVM's in-kernel one (IOAPIC, PIC, PIT and each vCPU's local APIC).
@@ -28,6 +30,10 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VmFd};
 use pv_features::config::EffectivePv;
+use pv_features::cpuid::CpuidBlocks;
+use pv_features::cpuid::KvmFeatures;
+use pv_features::host::HostPv;
+use pv_features::hyperv::HypervReport;
 use pv_features::setup::PvVm;
 use pv_features::stats::{Stats, StatsFd};
 use pv_features::steal_time::{read_snapshot, StealTimeMsr, StealTimeSnapshot};
@@ -62,6 +68,8 @@ pub struct VmSpec {
     pub topology: Topology,
     /// The guest's physical address width.
     pub phys_bits: u8,
+    /// KVM's Hyper-V emulation (`kvm_hyperv=on`): the Hyper-V block at 0x40000000.
+    pub kvm_hyperv: bool,
 }
 
 /// Errors of building or running a VM.
@@ -129,6 +137,7 @@ pub struct RunningVm {
     vm_stats: Option<StatsFd>,
     vcpu_stats: Vec<Option<StatsFd>>,
     phys_bits: u8,
+    cpuid_blocks: CpuidBlocks,
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -147,11 +156,12 @@ fn open_stats(fd: &impl std::os::fd::AsRawFd, what: &str) -> Option<StatsFd> {
 }
 
 impl RunningVm {
-    /// Builds the VM described by `spec` with the PV state `effective` and starts its vCPU
-    /// threads as `threads` says (events tagged with the generation, the vCPU seccomp
-    /// filter).
+    /// Builds the VM described by `spec` with the PV state `effective` on a host with the
+    /// capabilities `host`, and starts its vCPU threads as `threads` says (events tagged
+    /// with the generation, the vCPU seccomp filter).
     pub fn start(
         kvm: &Kvm,
+        host: &HostPv,
         spec: &VmSpec,
         effective: EffectivePv,
         serial: &SharedSerial,
@@ -165,7 +175,7 @@ impl RunningVm {
         } = *threads;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         // Before any vCPU exists: KVM refuses disable-exits afterwards.
-        let pv = hypervisor_glue::hooks::vm_created(&vm, effective)?;
+        let mut pv = hypervisor_glue::hooks::vm_created(&vm, effective)?;
         vm.set_tss_address(TSS_ADDRESS)
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
         vm.create_irq_chip()
@@ -196,16 +206,32 @@ impl RunningVm {
         let vm_stats = open_stats(&vm, "the VM");
         let mut vcpus = Vec::with_capacity(spec.vcpus as usize);
         let mut vcpu_stats = Vec::with_capacity(spec.vcpus as usize);
+        let mut cpuid_blocks = CpuidBlocks::default();
         for id in 0..u64::from(spec.vcpus) {
             let vcpu = hypervisor_glue::hooks::create_vcpu(&pv, &vm, id)?;
+            if id == 0 && spec.kvm_hyperv {
+                // Once, before any vCPU's CPUID: from the system fd, or this vCPU's where
+                // the host answers only there.
+                let leaves = hypervisor_glue::hooks::hyperv_leaves(kvm, host, Some(&vcpu))?;
+                hypervisor_glue::hooks::enable_hyperv(&mut pv, leaves)?;
+            }
             let mut cpuid = supported.clone();
             patch_vcpu_cpuid(&mut cpuid, id as u32, spec.topology);
-            // CPUID (with the KVM leaves and enforcement) before any MSR.
-            let base = hypervisor_glue::hooks::configure_vcpu_cpuid(&pv, &vcpu, id, &mut cpuid)?;
+            // CPUID (Hyper-V and KVM leaves, enforcement, SynIC) before any MSR.
+            let blocks = hypervisor_glue::hooks::configure_vcpu_cpuid(&pv, &vcpu, id, &mut cpuid)?;
             if id == 0 {
+                cpuid_blocks = blocks;
+                if let (Some(base), Some(hv)) = (blocks.hyperv, pv.hyperv()) {
+                    log::info!(
+                        "Hyper-V leaves at {base:#x}: vendor \"{}\", highest leaf {:#x}, SynIC {}",
+                        hv.vendor(),
+                        hv.max_leaf(),
+                        hv.synic().map_or("off", |cap| cap.name())
+                    );
+                }
                 log::info!(
                     "KVM leaves at {}; features [{}], hints [{}], disabled exits [{}]",
-                    base.map_or("none".to_owned(), |b| format!("{b:#x}")),
+                    blocks.kvm.map_or("none".to_owned(), |b| format!("{b:#x}")),
                     pv.effective().features,
                     pv.effective().hints,
                     pv.effective().disable_exits
@@ -254,7 +280,18 @@ impl RunningVm {
             vm_stats,
             vcpu_stats,
             phys_bits: spec.phys_bits,
+            cpuid_blocks,
         })
+    }
+
+    /// Where the Hyper-V and KVM leaf blocks sit in the vCPUs' CPUID.
+    pub fn cpuid_blocks(&self) -> CpuidBlocks {
+        self.cpuid_blocks
+    }
+
+    /// The Hyper-V block the vCPUs got, if `kvm_hyperv=on`.
+    pub fn hyperv(&self) -> Option<HypervReport> {
+        self.pv.hyperv().map(|hv| hv.report())
     }
 
     /// The VM's generation (what its vCPUs tag their events with).
@@ -293,11 +330,17 @@ impl RunningVm {
             Ok(v) => (v, None),
             Err(e) => (None, Some(e)),
         };
-        let msrs = vcpu::read_steal_msrs(&self.shared, &self.threads);
+        let advertised = self.effective().features.contains(KvmFeatures::STEAL_TIME);
+        let msrs = if advertised {
+            vcpu::read_steal_msrs(&self.shared, &self.threads)
+        } else {
+            Vec::new()
+        };
         let vcpus = (0..self.threads.len())
             .map(|id| {
                 let stats = read(self.vcpu_stats.get(id).and_then(Option::as_ref));
                 let steal_time = match msrs.get(id).copied().flatten() {
+                    None if !advertised => StealTime::NotAdvertised,
                     None => StealTime::Unknown {
                         reason: "the vCPU thread did not answer the MSR read".to_owned(),
                     },
@@ -369,6 +412,9 @@ fn stats_map(stats: Stats) -> StatsMap {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum StealTime {
+    /// This VM does not advertise `steal_time`: there is no record to read (and KVM
+    /// refuses the MSR under PV CPUID enforcement).
+    NotAdvertised,
     /// The guest has not enabled steal time on this vCPU (MSR bit 0 clear).
     Disabled {
         /// The MSR value.

@@ -8,13 +8,18 @@ use kvm_ioctls::Kvm;
 use pv_features::exits::DisableExits;
 use pv_features::host::HostPv;
 
-fn refused(cpus: &str) -> String {
+/// A file that passes the bzImage check (boot flag and "HdrS") but cannot boot.
+fn header_only_kernel() -> vmm_sys_util::tempfile::TempFile {
     let kernel = vmm_sys_util::tempfile::TempFile::new().expect("temp file");
-    // A header that passes the bzImage check: boot flag and "HdrS".
     let mut image = vec![0u8; 0x1000];
     image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
     image[0x202..0x206].copy_from_slice(b"HdrS");
     std::fs::write(kernel.as_path(), image).expect("write");
+    kernel
+}
+
+fn refused(cpus: &str) -> String {
+    let kernel = header_only_kernel();
     let out = Command::new(env!("CARGO_BIN_EXE_pv-vmm"))
         .args([
             "--kernel",
@@ -169,4 +174,69 @@ fn api_create_info_and_pv_before_boot() {
     assert_eq!(status, 204);
     let (status, _) = vmm.call("GET", "/api/v1/vm.info", b"");
     assert_eq!(status, 409);
+}
+
+#[test]
+fn kvm_hyperv_is_refused_exactly_where_the_host_lacks_hyper_v() {
+    let host = HostPv::probe(&Kvm::new().expect("/dev/kvm")).expect("probe");
+    eprintln!("host: kvm_hyperv needs {:?}", host.hyperv_lacks());
+
+    // The command line.
+    match host.hyperv_lacks() {
+        Some(missing) => {
+            let err = refused("boot=2,kvm_hyperv=on");
+            assert_eq!(
+                err.trim_end(),
+                format!("pv-vmm: error: --cpus kvm_hyperv=on: the host's KVM lacks {missing}")
+            );
+        }
+        None => {
+            // Accepted: what fails is loading a kernel that is only a header.
+            let err = refused("boot=2,kvm_hyperv=on");
+            assert!(!err.contains("kvm_hyperv"), "{err}");
+        }
+    }
+
+    // The API: vm.create is refused with 400 and the VM is not created; vm.info of an
+    // accepted one shows where the blocks will sit.
+    let kernel = header_only_kernel();
+    let vmm = common::ApiVmm::start();
+    let config = |hyperv: bool| {
+        serde_json::json!({
+            "cpus": {"boot_vcpus": 2, "max_vcpus": 2, "kvm_hyperv": hyperv},
+            "payload": {"kernel": kernel.as_path()},
+        })
+        .to_string()
+    };
+    let (status, json) = vmm.call("PUT", "/api/v1/vm.create", config(true).as_bytes());
+    match host.hyperv_lacks() {
+        Some(missing) => {
+            assert_eq!(status, 400, "{json}");
+            assert_eq!(
+                json["error"],
+                format!("--cpus kvm_hyperv=on: the host's KVM lacks {missing}")
+            );
+            let (status, _) = vmm.call("GET", "/api/v1/vm.info", b"");
+            assert_eq!(status, 409, "no VM was created");
+        }
+        None => {
+            assert_eq!(status, 204, "{json}");
+            let (_, info) = vmm.call("GET", "/api/v1/vm.info", b"");
+            assert_eq!(
+                info["cpuid_blocks"],
+                serde_json::json!({"hyperv": "0x40000000", "kvm": "0x40000100"})
+            );
+            let (status, _) = vmm.call("PUT", "/api/v1/vm.delete", b"");
+            assert_eq!(status, 204);
+        }
+    }
+    // Without Hyper-V the KVM block keeps 0x40000000, on every host.
+    let (status, json) = vmm.call("PUT", "/api/v1/vm.create", config(false).as_bytes());
+    assert_eq!(status, 204, "{json}");
+    let (_, info) = vmm.call("GET", "/api/v1/vm.info", b"");
+    assert_eq!(
+        info["cpuid_blocks"],
+        serde_json::json!({"hyperv": null, "kvm": "0x40000000"})
+    );
+    assert!(info["hyperv"].is_null(), "{info}");
 }

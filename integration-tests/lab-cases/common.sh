@@ -1,0 +1,47 @@
+# Shell helpers shared by the lab case scripts (sourced, busybox sh in L1 or any POSIX sh on
+# a bare-metal runner).
+
+# Uptime in hundredths of a second (busybox date has no %N).
+now_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
+
+# elapsed_s T0: seconds (two decimals) since now_cs printed T0.
+elapsed_s() {
+    d=$(($(now_cs) - $1))
+    echo "$((d / 100)).$(printf '%02d' $((d % 100)))"
+}
+
+# wait_log FILE PATTERN COUNT SECONDS PID: until FILE has COUNT lines matching PATTERN
+# (carriage returns ignored). Fails (status 1, reason on stdout) if process PID exits first
+# or the time runs out.
+wait_log() {
+    wl_t0=$(now_cs)
+    while [ "$(tr -d '\r' <"$1" | grep -c -- "$2")" -lt "$3" ]; do
+        if ! kill -0 "$5" 2>/dev/null; then
+            echo "pv-vmm exited while waiting for '$2'"
+            return 1
+        fi
+        if [ $(($(now_cs) - wl_t0)) -ge $(($4 * 100)) ]; then
+            echo "no '$2' x$3 after $4 s"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# wait_exit PID SECONDS: waits for process PID (a child of this shell) to exit, at most
+# SECONDS (then kills it); sets exit_status to its status, or to "killed". Not to be called
+# in a command substitution: a subshell cannot wait for its parent's children.
+wait_exit() {
+    we_t0=$(now_cs)
+    while kill -0 "$1" 2>/dev/null; do
+        if [ $(($(now_cs) - we_t0)) -ge $(($2 * 100)) ]; then
+            kill -KILL "$1" 2>/dev/null
+            wait "$1" 2>/dev/null
+            exit_status=killed
+            return
+        fi
+        sleep 0.1
+    done
+    wait "$1"
+    exit_status=$?
+}

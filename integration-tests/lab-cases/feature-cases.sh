@@ -1,0 +1,197 @@
+#!/bin/sh
+# Runs inside L1 (or directly on a bare-metal runner): one pv-vmm per case, each with its
+# API socket and the guest's shell on the serial console (pv.shell). For each case the
+# guest's boot output (its CPUID dump, its kvm-guest lines), pv-vmm's vm.info, and for each
+# workload the VM's vm.counters before and after, the guest's /proc/stat before and after,
+# the workload's own result line and (where tracefs has the event) how many TLB flushes KVM
+# did because the guest asked for them in the steal-time record.
+#
+# Usage: feature-cases.sh PV_VMM PV_REMOTE KERNEL INITRD TIMEOUT CASE...
+#   CASE is four words: NAME CPUS HOG WORK
+#   NAME  a label
+#   CPUS  the --cpus value; OVER is replaced by twice this host's CPU count (at most 16),
+#         HOSTCPUS by this host's CPU count
+#   HOG   0, or 'host': one busy loop per host CPU while the workloads run
+#   WORK  '-' (boot, report, power off), a comma list of KIND:SECONDS for /bin/pv-load in
+#         the guest (e.g. ipi:3,tlb:3), or 'refuse' (pv-vmm must refuse the configuration
+#         before any guest starts: no API, no guest, its status and message are the result)
+# Cases without workloads and without a hog run in parallel, as many at a time as the host
+# has CPUs; the others run alone.
+#
+# Output (parsed by integration-tests, see integration_tests::peer):
+#   @@HOST cpus=<n> over=<n> tracefs=<yes|no> kernel=<release>@@
+#   @@CASE <name> BEGIN <cpus>@@
+#   @@REC <name> info - <vm.info JSON>@@
+#   @@REC <name> counters <kind>-before|<kind>-after <vm.counters JSON>@@
+#   @@REC <name> pv_tlb_flush_requested <kind> <count>@@    (with tracefs only)
+#   @@REC <name> hypercall_nrs <kind> <nr>:<count>... overrun:<lost events>@@  (tracefs)
+#   @@REC <name> send_ipi_icr <kind> <icr>:<count>... overrun:<lost events>@@   (tracefs)
+#   L2| <each line of the guest's console>
+#   VMM| <each line pv-vmm wrote on stderr>
+#   @@STAT <name> vmm_exit <pv-vmm's exit status>@@
+#   @@CASE <name> BOOT <seconds from pv-vmm's start to its exit>@@
+#   @@CASE <name> END ok@@  or  @@CASE <name> END fail <reason>@@
+set -u
+. "$(dirname "$0")/common.sh"
+
+[ $# -ge 9 ] || { echo "usage: $0 PV_VMM PV_REMOTE KERNEL INITRD TIMEOUT NAME CPUS HOG WORK..." >&2; exit 2; }
+vmm=$1 remote=$2 kernel=$3 initrd=$4 limit=$5
+shift 5
+[ -c /dev/kvm ] || { echo "no /dev/kvm" >&2; exit 2; }
+
+ncpu=$(grep -c '^processor' /proc/cpuinfo)
+over=$((2 * ncpu))
+[ "$over" -gt 16 ] && over=16
+
+# tracefs, where the host has it, counts what the KVM statistics cannot tell apart:
+# kvm_pv_tlb_flush fires each time KVM updates a vCPU's steal-time record, and with
+# need_flush_tlb true it is a flush the guest requested there instead of sending an IPI;
+# kvm_hypercall carries the hypercall number (5 KICK_CPU, 10 SEND_IPI, 11 SCHED_YIELD).
+trace=/sys/kernel/tracing
+[ -d "$trace/events" ] || mount -t tracefs nodev "$trace" 2>/dev/null
+flush_event=$trace/events/kvm/kvm_pv_tlb_flush
+hc_event=$trace/events/kvm/kvm_hypercall
+if [ -w "$flush_event/enable" ] && [ -w "$hc_event/enable" ]; then
+    tracefs=yes
+    echo 8192 >"$trace/buffer_size_kb"
+    echo 'need_flush_tlb==1' >"$flush_event/filter"
+else
+    tracefs=no
+fi
+echo "@@HOST cpus=$ncpu over=$over tracefs=$tracefs kernel=$(uname -r)@@"
+
+work=$(mktemp -d /tmp/feature-cases.XXXXXX)
+
+trace_start() {
+    [ $tracefs = yes ] || return 0
+    echo 0 >"$trace/tracing_on"
+    echo >"$trace/trace"
+    echo 1 >"$flush_event/enable"
+    echo 1 >"$hc_event/enable"
+    echo 1 >"$trace/tracing_on"
+}
+
+# trace_count CASE KIND: the records of what tracefs saw during the workload; events lost
+# to a full buffer are reported (overrun), so a count is never silently short.
+trace_count() {
+    [ $tracefs = yes ] || return 0
+    echo 0 >"$trace/tracing_on"
+    echo 0 >"$flush_event/enable"
+    echo 0 >"$hc_event/enable"
+    echo "@@REC $1 pv_tlb_flush_requested $2 $(grep -c 'need_flush_tlb true' "$trace/trace")@@"
+    nrs=$(grep -o 'kvm_hypercall: nr 0x[0-9a-f]*' "$trace/trace" | sed 's/.* nr //' | sort | uniq -c |
+        awk '{printf "%s:%s ", $2, $1}')
+    lost=$(cat "$trace"/per_cpu/cpu*/stats | awk '/^overrun:/ {n += $2} END {print n + 0}')
+    echo "@@REC $1 hypercall_nrs $2 ${nrs}overrun:$lost@@"
+    # SEND_IPI's fourth argument is the ICR low word: its low byte is the vector.
+    icrs=$(grep -o 'kvm_hypercall: nr 0xa a0 .* a3 0x[0-9a-f]*' "$trace/trace" | sed 's/.* a3 //' |
+        sort | uniq -c | awk '{printf "%s:%s ", $2, $1}')
+    echo "@@REC $1 send_ipi_icr $2 ${icrs}overrun:$lost@@"
+}
+
+hog_pids=""
+hog_start() {
+    i=0
+    while [ $i -lt "$ncpu" ]; do
+        sh -c 'while :; do :; done' &
+        hog_pids="$hog_pids $!"
+        i=$((i + 1))
+    done
+}
+hog_stop() {
+    [ -n "$hog_pids" ] && kill $hog_pids 2>/dev/null
+    for p in $hog_pids; do wait "$p" 2>/dev/null; done
+    hog_pids=""
+}
+
+# run_case NAME CPUS HOG WORK: one case, its whole output on stdout.
+run_case() {
+    name=$1 cpus=$2 hog=$3 jobs=$4
+    dir=$work/$name
+    mkdir -p "$dir"
+    log=$dir/serial.log err=$dir/vmm.err sock=$dir/api.sock
+    : >"$log"
+    echo "@@CASE $name BEGIN $cpus@@"
+    t0=$(now_cs)
+    result=""
+    if [ "$jobs" = refuse ]; then
+        "$vmm" --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" --memory size=512M \
+            --serial tty --cmdline "console=ttyS0 quiet panic=-1" </dev/null >"$log" 2>"$err" &
+        pid=$!
+        wait_exit "$pid" 30
+    else
+        mkfifo "$dir/console"
+        exec 3<>"$dir/console"
+        "$vmm" -v --api-socket "path=$sock" --kernel "$kernel" --initramfs "$initrd" \
+            --cpus "$cpus" --memory size=512M --serial tty \
+            --cmdline "console=ttyS0 quiet panic=-1 pv.shell" <"$dir/console" >"$log" 2>"$err" &
+        pid=$!
+        if ! result=$(wait_log "$log" 'pv.shell: a shell' 1 "$limit" "$pid"); then
+            result="fail $result"
+        fi
+        if [ -z "$result" ]; then
+            echo "@@REC $name info - $("$remote" --api-socket "$sock" info 2>&1 | tr -d '\n')@@"
+            [ "$hog" = host ] && hog_start
+            n=0
+            for job in $(echo "$jobs" | tr ',' ' '); do
+                [ "$job" = - ] && continue
+                kind=${job%%:*} secs=${job#*:}
+                n=$((n + 1))
+                trace_start
+                echo "@@REC $name counters $kind-before $("$remote" --api-socket "$sock" counters 2>&1 | tr -d '\n')@@"
+                # The quotes inside the markers keep the shell's echo of this line from
+                # matching them.
+                echo "echo @@''GSTAT $kind before \$(grep '^cpu ' /proc/stat)@@;" \
+                    "pv-load $kind $secs;" \
+                    "echo @@''GSTAT $kind after \$(grep '^cpu ' /proc/stat)@@;" \
+                    "echo WORK''-DONE-$n" >&3
+                if ! r=$(wait_log "$log" "^WORK-DONE-$n\$" 1 $((secs * 4 + 60)) "$pid"); then
+                    result="fail $kind: $r"
+                    break
+                fi
+                echo "@@REC $name counters $kind-after $("$remote" --api-socket "$sock" counters 2>&1 | tr -d '\n')@@"
+                trace_count "$name" "$kind"
+            done
+            hog_stop
+            # Leave the shell: /init prints @@GUEST-DONE@@ and powers off.
+            echo exit >&3
+        fi
+        wait_exit "$pid" "$limit"
+        exec 3>&-
+    fi
+    tr -d '\r' <"$log" | sed 's/^/L2| /'
+    sed 's/^/VMM| /' "$err"
+    [ "$exit_status" = killed ] && [ -z "$result" ] && result="fail pv-vmm still running after ${limit}s"
+    [ "$exit_status" != killed ] && echo "@@STAT $name vmm_exit $exit_status@@"
+    echo "@@CASE $name BOOT $(elapsed_s "$t0")@@"
+    echo "@@CASE $name END ${result:-ok}@@"
+}
+
+# Run the cases; the quiet ones in parallel batches, their outputs printed in case order.
+order=""
+batch=0
+while [ $# -ge 4 ]; do
+    name=$1 cpus=$(echo "$2" | sed "s/OVER/$over/g; s/HOSTCPUS/$ncpu/g") hog=$3 jobs=$4
+    shift 4
+    order="$order $name"
+    if [ "$hog" = 0 ] && { [ "$jobs" = - ] || [ "$jobs" = refuse ]; }; then
+        run_case "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1 &
+        batch=$((batch + 1))
+        if [ $batch -ge "$ncpu" ]; then
+            wait
+            batch=0
+        fi
+    else
+        wait
+        batch=0
+        run_case "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1
+    fi
+done
+wait
+status=0
+for name in $order; do
+    cat "$work/$name.out"
+    grep -q "^@@CASE $name END ok@@" "$work/$name.out" || status=1
+done
+rm -rf "$work"
+exit $status
