@@ -42,15 +42,34 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// A field that may be absent (`None`: no change) but, when present, must hold a value: an
+/// explicit `null` is refused rather than read as "no change", which a client sending it
+/// to reset the field would not expect.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// A partial `kvm_pv`: the fields to change, everything absent stays as it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PvPatch {
     /// New feature selection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub features: Option<FeatureSelection>,
     /// New `dedicated` preset choice.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dedicated: Option<bool>,
     /// New exits to disable; `Some(None)` (JSON `null`) returns to the preset's choice.
     #[serde(
@@ -67,7 +86,11 @@ pub struct PvPatch {
     )]
     pub halt_poll_ns: Option<Option<u32>>,
     /// New enforcement choice.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enforce_pv_cpuid: Option<bool>,
 }
 
@@ -831,6 +854,14 @@ mod tests {
             (r#"{"disable_exits":["nap"]}"#, "unknown exit `nap`"),
             (r#"{"halt_poll_ns":-1}"#, "invalid value"),
             (r#"{"dedicated":"on"}"#, "invalid type"),
+            // Found by schemathesis: null was read as "no change" for the fields that have
+            // no default to return to; it is refused like any other wrong type.
+            (r#"{"enforce_pv_cpuid":null}"#, "invalid type: null"),
+            (
+                r#"{"dedicated":null,"halt_poll_ns":0}"#,
+                "invalid type: null",
+            ),
+            (r#"{"features":null}"#, "invalid type: null"),
         ] {
             let err = serde_json::from_str::<PvPatch>(bad).expect_err(bad);
             assert!(err.to_string().contains(needle), "{bad}: {err}");

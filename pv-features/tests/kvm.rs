@@ -701,3 +701,65 @@ fn real_kvm_vmcall_gets_the_answer_the_dispatcher_predicts() {
         assert_eq!(rax, predicted, "hypercall {} {:x?}", call.nr, call.args);
     }
 }
+
+mod properties {
+    //! Every `PvConfig` that resolves against this host applies to a real VM without a KVM
+    //! error, and the vCPU then holds exactly the KVM leaves the resolution promised.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pv_config() -> impl Strategy<Value = PvConfig> {
+        let features = prop_oneof![
+            Just(FeatureSelection::All),
+            Just(FeatureSelection::Off),
+            any::<u32>().prop_map(|b| FeatureSelection::List(KvmFeatures::from_bits_truncate(b))),
+        ];
+        (
+            features,
+            any::<bool>(),
+            prop::option::of((0u32..16).prop_map(DisableExits::from_bits_truncate)),
+            prop::option::of(prop_oneof![Just(0u32), any::<u32>()]),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(features, dedicated, disable_exits, halt_poll_ns, enforce_pv_cpuid)| PvConfig {
+                    features,
+                    dedicated,
+                    disable_exits,
+                    halt_poll_ns,
+                    enforce_pv_cpuid,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_config_that_resolves_applies_to_a_real_vm(cfg in pv_config()) {
+            let kvm = kvm();
+            let host = host(&kvm);
+            let Ok(effective) = cfg.resolve(&host, KvmFeatures::empty()) else {
+                return Ok(());
+            };
+            let vm = kvm.create_vm().expect("KVM_CREATE_VM");
+            let pv = PvVm::configure_vm(&vm, effective.clone())
+                .unwrap_or_else(|e| panic!("{cfg:?}: configure_vm: {e}"));
+            for id in 0..2 {
+                let vcpu = pv.create_vcpu(&vm, id).expect("KVM_CREATE_VCPU");
+                let mut cpuid = supported_cpuid(&kvm);
+                pv.configure_vcpu(&vcpu, id, &mut cpuid)
+                    .unwrap_or_else(|e| panic!("{cfg:?}: configure_vcpu {id}: {e}"));
+                match read_back_leaves(&vcpu) {
+                    Some(leaves) => {
+                        prop_assert!(effective.leaves, "{:?}: leaves without a signature", cfg);
+                        prop_assert_eq!(leaves.features, effective.features, "{:?}", cfg);
+                        prop_assert_eq!(leaves.hints, effective.hints, "{:?}", cfg);
+                    }
+                    None => prop_assert!(!effective.leaves, "{:?}: no KVM leaves", cfg),
+                }
+            }
+        }
+    }
+}

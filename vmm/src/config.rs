@@ -51,6 +51,11 @@ pub struct Cli {
     #[arg(long, value_name = "OPTIONS")]
     pub api_socket: Option<String>,
 
+    /// Seccomp filters per thread: true (a forbidden system call ends pv-vmm), false (no
+    /// filters) or log (the kernel logs forbidden calls and lets them through).
+    #[arg(long, value_name = "true|false|log", default_value = "true")]
+    pub seccomp: String,
+
     /// More logging (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -22,9 +22,10 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::api::{ApiError, ApiRequest, ApiResponse};
 use crate::config::SerialMode;
 use crate::devices::{self, lock, SharedSerial, VmRequest};
+use crate::seccomp::{self, Filters, ThreadKind};
 use crate::topology::Topology;
 use crate::vcpu::Event;
-use crate::vm::{self, RunningVm, VmSpec};
+use crate::vm::{self, RunningVm, VcpuThreads, VmSpec};
 use crate::vm_config::VmConfig;
 
 /// The features of [`KvmFeatures::VMM_PROVIDED`] this VMM implements: none yet (no MSI
@@ -84,6 +85,7 @@ pub struct Vmm {
     stdin: StdinTarget,
     stdin_thread: bool,
     events: Sender<Event>,
+    filters: Filters,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -117,8 +119,9 @@ fn internal(e: &dyn std::error::Error) -> ApiError {
 }
 
 impl Vmm {
-    /// A VMM without a VM; vCPU and API events go to `events`.
-    pub fn new(events: Sender<Event>) -> Self {
+    /// A VMM without a VM; vCPU and API events go to `events`; the threads it starts
+    /// install `filters`.
+    pub fn new(events: Sender<Event>, filters: Filters) -> Self {
         Self {
             host: None,
             config: None,
@@ -130,6 +133,7 @@ impl Vmm {
             stdin: Arc::new(Mutex::new(None)),
             stdin_thread: false,
             events,
+            filters,
         }
     }
 
@@ -226,10 +230,13 @@ impl Vmm {
             if !self.stdin_thread {
                 // One reader for the process's life; it feeds whichever VM is current.
                 let target = self.stdin.clone();
-                std::thread::Builder::new()
-                    .name("stdin".into())
-                    .spawn(move || feed_stdin(&target))
-                    .map_err(|e| internal(&e))?;
+                seccomp::spawn(
+                    "stdin".into(),
+                    ThreadKind::Stdin,
+                    &self.filters,
+                    move || feed_stdin(&target),
+                )
+                .map_err(|e| internal(&e))?;
                 self.stdin_thread = true;
             }
         }
@@ -247,6 +254,7 @@ impl Vmm {
         self.generation += 1;
         let generation = self.generation;
         let events = self.events.clone();
+        let filters = self.filters.clone();
         let host = self.host()?;
         let vm = RunningVm::start(
             &host.kvm,
@@ -255,8 +263,11 @@ impl Vmm {
             validated.effective,
             &serial,
             &irq,
-            generation,
-            &events,
+            &VcpuThreads {
+                generation,
+                events: &events,
+                filters: &filters,
+            },
         )
         .map_err(|e| internal(&e))?;
         self.vm = Some(vm);
@@ -533,7 +544,8 @@ mod tests {
 
     fn vmm() -> (Vmm, Receiver<Event>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        (Vmm::new(tx), rx)
+        let filters = Filters::new(seccomp::SeccompMode::Off).expect("no filters");
+        (Vmm::new(tx, filters), rx)
     }
 
     fn status(answer: ApiResponse) -> u16 {

@@ -159,31 +159,69 @@ impl PioBus {
 fn cmos_read(index: u8) -> u8 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
-        .unwrap_or(0);
-    // SAFETY: gmtime_r only writes the `tm` we pass and reads `now`; both live on this stack.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::gmtime_r(&now, &mut tm);
-        tm
-    };
-    let bcd = |v: i32| {
-        let v = v.clamp(0, 99) as u8;
+        .map_or(0, |d| d.as_secs());
+    let time = UtcTime::from_unix(now);
+    let bcd = |v: u64| {
+        let v = (v % 100) as u8;
         ((v / 10) << 4) | (v % 10)
     };
     match index {
-        0x00 => bcd(tm.tm_sec),
-        0x02 => bcd(tm.tm_min),
-        0x04 => bcd(tm.tm_hour),
-        0x06 => bcd(tm.tm_wday + 1),
-        0x07 => bcd(tm.tm_mday),
-        0x08 => bcd(tm.tm_mon + 1),
-        0x09 => bcd(tm.tm_year % 100),
-        0x32 => bcd((tm.tm_year + 1900) / 100),
+        0x00 => bcd(time.second),
+        0x02 => bcd(time.minute),
+        0x04 => bcd(time.hour),
+        0x06 => bcd(time.weekday + 1),
+        0x07 => bcd(time.day),
+        0x08 => bcd(time.month),
+        0x09 => bcd(time.year % 100),
+        0x32 => bcd(time.year / 100),
         0x0a => 0x26, // divider on, 1024 Hz, no update in progress
         0x0b => 0x02, // 24-hour mode, BCD
         0x0d => 0x80, // RTC power good
         _ => 0,
+    }
+}
+
+/// A UTC calendar time, computed without libc: glibc's `gmtime_r` reads `/etc/localtime`
+/// on first use, a file access the vCPU threads' seccomp filter forbids (and that has no
+/// business on a vCPU thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UtcTime {
+    year: u64,
+    month: u64,
+    day: u64,
+    /// 0 = Sunday.
+    weekday: u64,
+    hour: u64,
+    minute: u64,
+    second: u64,
+}
+
+impl UtcTime {
+    /// The calendar time `secs` seconds after 1970-01-01T00:00:00Z (proleptic Gregorian;
+    /// Howard Hinnant's `civil_from_days`).
+    fn from_unix(secs: u64) -> Self {
+        let days = secs / 86_400;
+        let rest = secs % 86_400;
+        // Shift the epoch to 0000-03-01 so that leap days end each 400-year era.
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z % 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
+        Self {
+            year,
+            month,
+            day,
+            // 1970-01-01 was a Thursday.
+            weekday: (days + 4) % 7,
+            hour: rest / 3600,
+            minute: rest % 3600 / 60,
+            second: rest % 60,
+        }
     }
 }
 
@@ -281,6 +319,41 @@ mod tests {
         let mut data = [0u8; 4];
         bus.read(0xcfc, &mut data);
         assert_eq!(data, [0xff; 4], "absent PCI reads as ones");
+    }
+
+    #[test]
+    fn utc_time_matches_known_dates() {
+        let t = |y, mo, d, wd, h, mi, s| UtcTime {
+            year: y,
+            month: mo,
+            day: d,
+            weekday: wd,
+            hour: h,
+            minute: mi,
+            second: s,
+        };
+        assert_eq!(UtcTime::from_unix(0), t(1970, 1, 1, 4, 0, 0, 0));
+        // 2000-02-29 (a leap day of a century divisible by 400), a Tuesday.
+        assert_eq!(UtcTime::from_unix(951_782_400), t(2000, 2, 29, 2, 0, 0, 0));
+        assert_eq!(
+            UtcTime::from_unix(951_868_799),
+            t(2000, 2, 29, 2, 23, 59, 59)
+        );
+        assert_eq!(UtcTime::from_unix(951_868_800), t(2000, 3, 1, 3, 0, 0, 0));
+        // 2100-03-01: 2100 is not a leap year, so the day before is 02-28.
+        assert_eq!(
+            UtcTime::from_unix(4_107_542_399),
+            t(2100, 2, 28, 0, 23, 59, 59)
+        );
+        assert_eq!(UtcTime::from_unix(4_107_542_400), t(2100, 3, 1, 1, 0, 0, 0));
+        // 2026-11-26T01:30:00Z, a Thursday.
+        assert_eq!(
+            UtcTime::from_unix(1_795_656_600),
+            t(2026, 11, 26, 4, 1, 30, 0)
+        );
+        // Never panics, even at the end of time.
+        let end = UtcTime::from_unix(u64::MAX);
+        assert!(end.month >= 1 && end.month <= 12 && end.day >= 1 && end.day <= 31);
     }
 
     #[test]

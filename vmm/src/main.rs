@@ -2,19 +2,6 @@
 //! paravirtual scalability features, configured the way a Cloud Hypervisor build would
 //! configure them (through `hypervisor-glue`).
 
-mod acpi;
-mod api;
-mod boot;
-mod config;
-mod control;
-mod devices;
-mod layout;
-mod terminal;
-mod topology;
-mod vcpu;
-mod vm;
-mod vm_config;
-
 use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,10 +9,12 @@ use std::sync::mpsc;
 
 use clap::Parser;
 
-use crate::config::{Cli, ConfigError, SerialMode};
-use crate::control::{Exit, Vmm};
-use crate::vcpu::Event;
-use crate::vm_config::VmConfig;
+use vmm::config::{self, Cli, ConfigError, SerialMode};
+use vmm::control::{self, Exit, Vmm};
+use vmm::seccomp::{self, Filters, SeccompMode, ThreadKind};
+use vmm::vcpu::{self, Event};
+use vmm::vm_config::VmConfig;
+use vmm::{api, boot, terminal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -55,6 +44,7 @@ fn init_logging(verbose: u8) {
 
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn Error>> {
     config::check_console(&cli.console)?;
+    let filters = Filters::new(cli.seccomp.parse::<SeccompMode>()?)?;
     let api_path = cli
         .api_socket
         .as_deref()
@@ -75,9 +65,19 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn Error>> {
         .map(api::server::ApiSocket::bind)
         .transpose()?;
     vcpu::install_kick_handler().map_err(|e| format!("installing the vCPU kick signal: {e}"))?;
-    spawn_signal_thread(tx.clone())?;
+    if filters.mode() == SeccompMode::Trap {
+        seccomp::install_sigsys_handler()?;
+    }
+    spawn_signal_thread(tx.clone(), &filters)?;
+    // SIGINT and SIGTERM are taken by the signal thread only: signal-hook's handler writes
+    // to its socket, which no other thread's filter allows. Threads created from here on
+    // inherit the mask.
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        vmm_sys_util::signal::block_signal(sig)
+            .map_err(|e| format!("blocking signal {sig} outside the signal thread: {e}"))?;
+    }
 
-    let mut vmm = Vmm::new(tx.clone());
+    let mut vmm = Vmm::new(tx.clone(), filters.clone());
     let serial_tty = vm_config
         .as_ref()
         .is_some_and(|c| c.serial_mode() == SerialMode::Tty);
@@ -90,12 +90,15 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn Error>> {
         .transpose()?;
     let server = socket
         .as_mut()
-        .map(|s| api::server::ApiServer::start(s, tx.clone()))
+        .map(|s| api::server::ApiServer::start(s, tx.clone(), &filters))
         .transpose()?;
     if boot_now {
         vmm.boot().map_err(|e| e.to_string())?;
     }
     drop(tx);
+    // From here on the main thread handles guest and API events: filter it first. Every
+    // thread it creates from now on (vCPUs of a rebooted VM, stdin) inherits this filter.
+    filters.apply(ThreadKind::Vmm)?;
     let exit = vmm.run(&rx);
     if let Some(server) = server {
         server.stop();
@@ -123,17 +126,15 @@ fn cli_config(cli: &Cli, kernel: PathBuf) -> Result<VmConfig, Box<dyn Error>> {
 
 /// Forwards SIGINT and SIGTERM to the main loop so the VM stops cleanly and the terminal is
 /// restored.
-fn spawn_signal_thread(tx: mpsc::Sender<Event>) -> Result<(), Box<dyn Error>> {
+fn spawn_signal_thread(tx: mpsc::Sender<Event>, filters: &Filters) -> Result<(), Box<dyn Error>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                if tx.send(Event::Signal(sig)).is_err() {
-                    break;
-                }
+    seccomp::spawn("signals".into(), ThreadKind::Signals, filters, move || {
+        for sig in signals.forever() {
+            if tx.send(Event::Signal(sig)).is_err() {
+                break;
             }
-        })?;
+        }
+    })?;
     Ok(())
 }

@@ -26,6 +26,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::api::ApiMessage;
 use crate::devices::{lock, PioBus, VmRequest};
+use crate::seccomp::{self, Filters, ThreadKind};
 
 /// What the vCPU threads, the signal thread and the API tell the VMM's main loop. vCPU
 /// events carry the generation of the VM that sent them, so that an event a vCPU of a VM
@@ -118,15 +119,17 @@ pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
     register_signal_handler(kick_signal(), noop_handler)
 }
 
-/// Starts the thread of vCPU `id`.
+/// Starts the thread of vCPU `id`; it installs the vCPU seccomp filter before it runs the
+/// vCPU.
 pub fn spawn(
     id: u64,
     mut vcpu: VcpuFd,
     shared: Arc<VcpuShared>,
+    filters: &Filters,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("vcpu{id}"))
-        .spawn(move || run_loop(id, &mut vcpu, &shared))
+    seccomp::spawn(format!("vcpu{id}"), ThreadKind::Vcpu, filters, move || {
+        run_loop(id, &mut vcpu, &shared)
+    })
 }
 
 fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
@@ -295,7 +298,7 @@ pub enum PauseError {
 }
 
 /// How long [`pause_all`] and [`read_steal_msrs`] wait for the threads.
-const WAIT_LIMIT: Duration = Duration::from_secs(5);
+pub const WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 /// Pauses the vCPU threads: each parks before running guest code again. Returns once every
 /// live thread is parked; on timeout the VM is resumed and the error says how many parked.

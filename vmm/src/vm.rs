@@ -30,8 +30,8 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VmFd};
 use pv_features::config::EffectivePv;
-use pv_features::cpuid::KvmFeatures;
 use pv_features::cpuid::CpuidBlocks;
+use pv_features::cpuid::KvmFeatures;
 use pv_features::host::HostPv;
 use pv_features::hyperv::HypervReport;
 use pv_features::setup::PvVm;
@@ -42,6 +42,7 @@ use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion}
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::{self, IrqTrigger, PioBus, SharedSerial};
+use crate::seccomp::Filters;
 use crate::topology::{patch_vcpu_cpuid, Topology};
 use crate::vcpu::{self, Event, VcpuShared};
 use crate::{acpi, boot, layout};
@@ -112,6 +113,18 @@ pub enum VmError {
     },
 }
 
+/// How the vCPU threads of a VM are run: where their events go, tagged with which
+/// generation, under which seccomp filters.
+#[derive(Debug, Clone, Copy)]
+pub struct VcpuThreads<'a> {
+    /// The VM's generation (one per boot of the process's VM).
+    pub generation: u64,
+    /// The main loop's inbox.
+    pub events: &'a Sender<Event>,
+    /// The filters; each vCPU thread installs the vCPU one.
+    pub filters: &'a Filters,
+}
+
 /// A built and running (or paused) VM: its KVM file descriptors, guest RAM, vCPU threads and
 /// the statistics files opened when it was created.
 #[derive(Debug)]
@@ -144,9 +157,8 @@ fn open_stats(fd: &impl std::os::fd::AsRawFd, what: &str) -> Option<StatsFd> {
 
 impl RunningVm {
     /// Builds the VM described by `spec` with the PV state `effective` on a host with the
-    /// capabilities `host`, and starts its vCPU threads; their events reach `events_tx`
-    /// tagged with `generation`.
-    #[allow(clippy::too_many_arguments)]
+    /// capabilities `host`, and starts its vCPU threads as `threads` says (events tagged
+    /// with the generation, the vCPU seccomp filter).
     pub fn start(
         kvm: &Kvm,
         host: &HostPv,
@@ -154,9 +166,13 @@ impl RunningVm {
         effective: EffectivePv,
         serial: &SharedSerial,
         serial_irq: &EventFd,
-        generation: u64,
-        events_tx: &Sender<Event>,
+        threads: &VcpuThreads<'_>,
     ) -> Result<Self, VmError> {
+        let VcpuThreads {
+            generation,
+            events: events_tx,
+            filters,
+        } = *threads;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         // Before any vCPU exists: KVM refuses disable-exits afterwards.
         let mut pv = hypervisor_glue::hooks::vm_created(&vm, effective)?;
@@ -240,11 +256,12 @@ impl RunningVm {
         ));
         let mut threads = Vec::with_capacity(vcpus.len());
         for (id, vcpu) in vcpus.into_iter().enumerate() {
-            let thread =
-                vcpu::spawn(id as u64, vcpu, shared.clone()).map_err(|source| VmError::Os {
+            let thread = vcpu::spawn(id as u64, vcpu, shared.clone(), filters).map_err(|source| {
+                VmError::Os {
                     what: "starting a vCPU thread",
                     source,
-                });
+                }
+            });
             match thread {
                 Ok(t) => threads.push(t),
                 Err(e) => {

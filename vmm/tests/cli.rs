@@ -141,3 +141,18 @@ fn help_lists_every_pv_key() {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
 }
+
+#[test]
+fn bad_seccomp_value() {
+    for bad in ["on", "yes", "TRUE", ""] {
+        fails_with(
+            &[
+                "--seccomp",
+                bad,
+                "--api-socket",
+                "/nonexistent/dir/api.sock",
+            ],
+            &format!("--seccomp {bad}: expected true, false or log"),
+        );
+    }
+}

@@ -7,7 +7,8 @@
 //! parse, has unknown fields or wrong types, or describes a configuration that cannot run
 //! (the message names the field, the value and the rule); 404 for an unknown path; 405 for
 //! a known path with the wrong method; 409 for a request the VM's state does not allow
-//! (including "no VM created yet"); 413 for a body over [`MAX_BODY`]; 500 only for failures
+//! (including "no VM created yet"); 408 for a body that does not arrive within
+//! [`BODY_TIMEOUT`]; 413 for a body over [`MAX_BODY`]; 500 only for failures
 //! of the host (a KVM ioctl that fails); 503 when the VMM is shutting down. Every error body
 //! is `{"error": "..."}`, and no client mistake changes the VM.
 
@@ -19,6 +20,11 @@ use crate::vm_config::VmConfig;
 
 /// The largest request body accepted (a VM config is well under 4 KiB).
 pub const MAX_BODY: usize = 64 * 1024;
+
+/// How long a request body may take to arrive once its headers are in (hyper itself closes
+/// connections whose headers take longer than 30 s): a client that trickles a body cannot
+/// hold a connection slot for longer.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The API's version prefix.
 pub const PREFIX: &str = "/api/v1/";
@@ -158,6 +164,9 @@ pub enum ApiError {
     /// The body is over [`MAX_BODY`] (413).
     #[error("request body over the limit of {MAX_BODY} bytes")]
     PayloadTooLarge,
+    /// The body did not arrive within [`BODY_TIMEOUT`] (408).
+    #[error("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs())]
+    BodyTimeout,
     /// The host failed (500).
     #[error("{0}")]
     Internal(String),
@@ -175,6 +184,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge => 413,
+            ApiError::BodyTimeout => 408,
             ApiError::Internal(_) => 500,
             ApiError::Unavailable => 503,
         }
@@ -278,6 +288,7 @@ mod tests {
             ),
             (ApiError::Conflict("c".into()), 409),
             (ApiError::PayloadTooLarge, 413),
+            (ApiError::BodyTimeout, 408),
             (ApiError::Internal("i".into()), 500),
             (ApiError::Unavailable, 503),
         ];

@@ -15,6 +15,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -26,12 +27,38 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hypervisor_glue::option_parser::{OptionError, OptionParser};
+use tokio::sync::Semaphore;
 
-use super::{parse_request, route, ApiError, ApiMessage, ApiResponse, Method, MAX_BODY};
+use super::{
+    parse_request, route, ApiError, ApiMessage, ApiResponse, Method, BODY_TIMEOUT, MAX_BODY,
+};
+use crate::seccomp::{self, Filters, ThreadKind};
 use crate::vcpu::Event;
 
 /// How long in-flight requests may take to finish when the VMM exits.
-const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Most connections served at once: a quarter of the process's file descriptor limit, at
+/// most 64, so that clients can never take the descriptors the VM needs (a reboot opens
+/// the kernel, /dev/kvm, eventfds and statistics files). Further clients wait in the
+/// socket's listen backlog until a connection ends; hyper closes connections idle for 30 s.
+fn max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct we pass, which lives on this stack.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        256
+    };
+    (soft / 4).clamp(4, 64)
+}
+
+/// After a failed accept (e.g. EMFILE) the server waits this long before the next one,
+/// instead of spinning on the error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Errors of setting up the API socket.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +173,11 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Serves `socket` on a new thread; requests go to `events`.
-    pub fn start(socket: &mut ApiSocket, events: Sender<Event>) -> Result<Self, SocketError> {
+    pub fn start(
+        socket: &mut ApiSocket,
+        events: Sender<Event>,
+        filters: &Filters,
+    ) -> Result<Self, SocketError> {
         let name = socket.path.display().to_string();
         let listener = socket.listener.take().ok_or_else(|| SocketError::Io {
             path: name.clone(),
@@ -166,10 +197,12 @@ impl ApiServer {
             .build()
             .map_err(SocketError::Thread)?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("api".into())
-            .spawn(move || runtime.block_on(serve(listener, events, stop_rx)))
-            .map_err(SocketError::Thread)?;
+        // Read here: the API thread's seccomp filter does not allow getrlimit.
+        let max_connections = max_connections();
+        let thread = seccomp::spawn("api".into(), ThreadKind::Api, filters, move || {
+            runtime.block_on(serve(listener, max_connections, events, stop_rx))
+        })
+        .map_err(SocketError::Thread)?;
         log::info!("API listening on {name}");
         Ok(Self {
             thread: Some(thread),
@@ -203,6 +236,7 @@ impl Drop for ApiServer {
 
 async fn serve(
     listener: UnixListener,
+    max_connections: usize,
     events: Sender<Event>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -214,30 +248,43 @@ async fn serve(
         }
     };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        log::warn!("API: accept: {e}");
-                        continue;
-                    }
-                };
-                let events = events.clone();
-                let service = service_fn(move |req| handle(req, events.clone()));
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        log::debug!("API connection: {e}");
-                    }
-                });
-            }
+        // A free connection slot first: beyond the limit, clients wait in the backlog.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
             _ = &mut stop => break,
-        }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                log::warn!("API: accept: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                    _ = &mut stop => break,
+                }
+            }
+        };
+        let events = events.clone();
+        let service = service_fn(move |req| handle(req, events.clone()));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // The slot is free again when the connection ends.
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                log::debug!("API connection: {e}");
+            }
+        });
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown())
@@ -285,17 +332,20 @@ async fn answer(req: Request<Incoming>, events: Sender<Event>) -> ApiResponse {
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest(format!("reading the request body: {e}"))
-            }
-        })?
-        .to_bytes();
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    .map_err(|_| ApiError::BodyTimeout)?
+    .map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest(format!("reading the request body: {e}"))
+        }
+    })?
+    .to_bytes();
     let request = parse_request(endpoint, &body)?;
     let (reply, answer) = tokio::sync::oneshot::channel();
     events
