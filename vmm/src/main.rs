@@ -9,6 +9,7 @@ mod config;
 mod control;
 mod devices;
 mod layout;
+mod pvh;
 mod terminal;
 mod topology;
 mod vcpu;
@@ -119,7 +120,7 @@ fn cli_config(cli: &Cli, kernel: PathBuf) -> Result<VmConfig, Box<dyn Error>> {
             reason: "this build does not provide the Hyper-V leaves yet",
         }));
     }
-    boot::check_bzimage(&kernel)?;
+    boot::check_kernel(&kernel)?;
     if let Some(initramfs) = &cli.initramfs {
         std::fs::metadata(initramfs)
             .map_err(|e| format!("cannot read initramfs {}: {e}", initramfs.display()))?;

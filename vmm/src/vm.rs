@@ -47,7 +47,7 @@ const TSS_ADDRESS: usize = 0xfffb_d000;
 /// Everything needed to build the VM again at each boot.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
-    /// The bzImage.
+    /// The kernel: a bzImage, or an ELF image with a PVH entry note.
     pub kernel: PathBuf,
     /// The initramfs, if any.
     pub initramfs: Option<PathBuf>,
@@ -162,8 +162,7 @@ impl RunningVm {
             .map_err(kvm_err("KVM_IRQFD for the serial port"))?;
 
         let rsdp = acpi::write_tables(&mem, spec.vcpus)?;
-        boot::write_boot_tables(&mem)?;
-        let entry = boot::load_linux(
+        let entry = boot::load_kernel(
             &mem,
             &spec.kernel,
             spec.initramfs.as_deref(),
@@ -171,6 +170,7 @@ impl RunningVm {
             &layout::e820_map(spec.memory),
             rsdp,
         )?;
+        boot::write_boot_tables(&mem, &entry)?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
