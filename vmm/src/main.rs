@@ -8,6 +8,7 @@ mod boot;
 mod config;
 mod control;
 mod devices;
+mod exit_counters;
 mod layout;
 mod pvh;
 mod terminal;

@@ -26,6 +26,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::api::ApiMessage;
 use crate::devices::{lock, PioBus, VmRequest};
+use crate::exit_counters::{ExitCounters, ExitKind};
 
 /// What the vCPU threads, the signal thread and the API tell the VMM's main loop. vCPU
 /// events carry the generation of the VM that sent them, so that an event a vCPU of a VM
@@ -76,6 +77,8 @@ pub struct VcpuShared {
     pub parked: AtomicUsize,
     /// Per vCPU, indexed by id.
     pub msrs: Vec<VcpuMsr>,
+    /// Per vCPU, indexed by id: the exits that reached this process's run loop.
+    pub exits: Vec<ExitCounters>,
     /// The main loop's inbox.
     pub events: Sender<Event>,
 }
@@ -99,6 +102,7 @@ impl VcpuShared {
             resume: Condvar::new(),
             parked: AtomicUsize::new(0),
             msrs: (0..vcpus).map(|_| VcpuMsr::default()).collect(),
+            exits: (0..vcpus).map(|_| ExitCounters::default()).collect(),
             events,
         }
     }
@@ -136,12 +140,20 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
         let _ = shared.events.send(event);
     };
     let fatal = |message: String| Event::Fatal(generation, message);
+    let Some(exits) = shared.exits.get(id as usize) else {
+        send(fatal(format!("vCPU {id}: no exit counters for it")));
+        return;
+    };
     while !shared.stop.load(Ordering::Acquire) {
         service(id, vcpu, shared);
         if shared.stop.load(Ordering::Acquire) {
             break;
         }
-        match vcpu.run() {
+        let exit = vcpu.run();
+        if let Ok(exit) = &exit {
+            exits.record(ExitKind::of(exit));
+        }
+        match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
                 if let Some(request) = shared.bus.write(port, data) {
                     send(Event::Request(generation, request));
@@ -161,6 +173,16 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
                 // reach here; whatever does gets KVM's answer for it.
                 let action = shared.dispatcher.handle_exit(&mut exit, |_, _| false);
                 log::debug!("vCPU {id}: hypercall {} -> {action:?}", exit.nr);
+            }
+            // Only with KVM_CAP_X86_USER_SPACE_MSR, which pv-vmm does not enable: an MSR
+            // KVM hands out is one nobody implements, so the guest gets #GP.
+            Ok(VcpuExit::X86Rdmsr(exit)) => {
+                log::debug!("vCPU {id}: RDMSR {:#x} exited: #GP", exit.index);
+                *exit.error = 1;
+            }
+            Ok(VcpuExit::X86Wrmsr(exit)) => {
+                log::debug!("vCPU {id}: WRMSR {:#x} exited: #GP", exit.index);
+                *exit.error = 1;
             }
             Ok(VcpuExit::Hlt) => {}
             Ok(VcpuExit::Intr) => {}
@@ -322,10 +344,21 @@ pub fn resume_all(shared: &VcpuShared) {
     shared.resume.notify_all();
 }
 
+/// One vCPU's answer to a steal-time MSR read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsrRead {
+    /// The MSR's value.
+    Value(u64),
+    /// `KVM_GET_MSRS` refused it (KVM does so when the vCPU's CPUID lacks steal time and PV
+    /// CPUID enforcement is on).
+    Refused,
+    /// The thread did not answer in time (or has ended).
+    NoAnswer,
+}
+
 /// Asks every vCPU thread for its `MSR_KVM_STEAL_TIME` and waits for the answers (at most
-/// [`WAIT_LIMIT`]). Returns per vCPU the MSR value, or `None` where the thread did not
-/// answer in time or `KVM_GET_MSRS` failed.
-pub fn read_steal_msrs(shared: &VcpuShared, threads: &[JoinHandle<()>]) -> Vec<Option<u64>> {
+/// [`WAIT_LIMIT`]). Returns what each vCPU answered.
+pub fn read_steal_msrs(shared: &VcpuShared, threads: &[JoinHandle<()>]) -> Vec<MsrRead> {
     let before: Vec<u64> = shared
         .msrs
         .iter()
@@ -364,8 +397,13 @@ pub fn read_steal_msrs(shared: &VcpuShared, threads: &[JoinHandle<()>]) -> Vec<O
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            (answered(i, m) && m.ok.load(Ordering::Acquire))
-                .then(|| m.value.load(Ordering::Acquire))
+            if !answered(i, m) {
+                MsrRead::NoAnswer
+            } else if m.ok.load(Ordering::Acquire) {
+                MsrRead::Value(m.value.load(Ordering::Acquire))
+            } else {
+                MsrRead::Refused
+            }
         })
         .collect()
 }
