@@ -144,6 +144,7 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
         send(fatal(format!("vCPU {id}: no exit counters for it")));
         return;
     };
+    let mut eagain_streak = 0u32;
     while !shared.stop.load(Ordering::Acquire) {
         service(id, vcpu, shared);
         if shared.stop.load(Ordering::Acquire) {
@@ -152,6 +153,22 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
         let exit = vcpu.run();
         if let Ok(exit) = &exit {
             exits.record(ExitKind::of(exit));
+        }
+        match &exit {
+            Err(e) if e.errno() == libc::EAGAIN => {
+                eagain_streak = eagain_streak.saturating_add(1);
+                if eagain_streak == EAGAIN_WARN_AFTER {
+                    log::warn!(
+                        "vCPU {id}: KVM_RUN keeps returning EAGAIN (a vCPU not started yet was made runnable, e.g. by a guest's PV kick); backing off"
+                    );
+                }
+                if let Some(pause) = eagain_backoff(eagain_streak) {
+                    std::thread::sleep(pause);
+                }
+            }
+            // The VMM's own kicks say nothing about the vCPU.
+            Err(e) if e.errno() == libc::EINTR => {}
+            _ => eagain_streak = 0,
         }
         match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
@@ -231,6 +248,28 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
                 return;
             }
         }
+    }
+}
+
+/// After this many `KVM_RUN`s in a row that returned EAGAIN, say so once.
+const EAGAIN_WARN_AFTER: u32 = 100;
+/// The longest pause between two `KVM_RUN`s that returned EAGAIN.
+const EAGAIN_MAX_PAUSE: Duration = Duration::from_millis(10);
+
+/// How long to wait before entering `KVM_RUN` again after `streak` EAGAIN returns in a row.
+///
+/// KVM answers EAGAIN for a vCPU that has not received INIT/SIPI yet (an AP in
+/// wait-for-SIPI) each time something wakes it without starting it. Once is normal (the
+/// INIT that starts it); in a row, it means a wake-up that never starts it: a guest can
+/// cause that with a PV kick (KVM_HC_KICK_CPU, or a SEND_IPI in remote-read mode) to such a
+/// vCPU, which leaves it runnable in KVM's eyes while it stays uninitialized, so every
+/// `KVM_RUN` returns at once. Without a pause the thread would spin on a host CPU for as
+/// long as the guest likes; with one, it wakes at most every [`EAGAIN_MAX_PAUSE`], and a
+/// real INIT/SIPI still starts the vCPU within that.
+pub fn eagain_backoff(streak: u32) -> Option<Duration> {
+    match streak {
+        0 | 1 => None,
+        n => Some(Duration::from_micros(100u64 << (n - 2).min(7)).min(EAGAIN_MAX_PAUSE)),
     }
 }
 
@@ -424,5 +463,27 @@ pub fn stop_all(shared: &VcpuShared, threads: Vec<JoinHandle<()>>) {
         if thread.join().is_err() {
             log::error!("a vCPU thread panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eagain_backoff_leaves_the_first_retry_alone_and_is_bounded() {
+        // The INIT that starts an AP gives one EAGAIN: retry at once.
+        assert_eq!(eagain_backoff(0), None);
+        assert_eq!(eagain_backoff(1), None);
+        // Then growing pauses, never above the cap.
+        let pauses: Vec<Duration> = (2..40).filter_map(eagain_backoff).collect();
+        assert_eq!(pauses.len(), 38);
+        assert_eq!(pauses[0], Duration::from_micros(100));
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]), "{pauses:?}");
+        assert_eq!(pauses.last(), Some(&EAGAIN_MAX_PAUSE));
+        assert_eq!(eagain_backoff(u32::MAX), Some(EAGAIN_MAX_PAUSE));
+        // A spinning vCPU thread is woken at most a few hundred times per second.
+        let first_second: Duration = (2..200).filter_map(eagain_backoff).sum();
+        assert!(first_second >= Duration::from_secs(1), "{first_second:?}");
     }
 }
