@@ -3,8 +3,11 @@
 # integration-tests/guest/hostile/) under pv-vmm, one case at a time, with the REST API on.
 # Each case waits for the guest's last line (@@HOSTILE-DONE ...@@ or @@IDLE-UP@@), then,
 # with the guest halted and its last steal-time value still programmed, asks the API for
-# vmm.ping, vm.info and vm.counters (twice, a second apart), checks that pv-vmm is still
-# alive and whether the host kernel logged a warning, and shuts pv-vmm down through the API.
+# vmm.ping, vm.info and vm.counters (twice, a second apart), measures the CPU time each
+# vCPU thread takes over 2 s, checks that pv-vmm is still alive and whether the host kernel
+# logged a warning, and shuts pv-vmm down through the API. The guest's command line is
+# "pv-hostile case=NAME": a NAME containing kick_ap makes the hostile guest PV-kick the
+# vCPU that never started.
 #
 # Usage: hostile-cases.sh PV_VMM PV_REMOTE MODULE NAME CPUS GUEST [NAME CPUS GUEST]...
 #   MODULE  a small file passed as --initramfs (PVH module 0; the guests print its start)
@@ -15,7 +18,8 @@
 #   @@HOST <what ran this: kernel, KVM module, CPU vendor>@@
 #   @@CASE <name> BEGIN <cpus>@@
 #   @@API <name> <step> <pv-remote's status> <one line of JSON or the error>@@
-#   @@STAT <name> <what> <number>@@     alive (1/0), host_warnings, vmm_exit, guest_done_cs
+#   @@STAT <name> <what> <number>@@     alive (1/0), host_warnings, vmm_exit, guest_done_cs,
+#                                       cpu_ticks_vcpuN (CPU time of that thread over 2 s)
 #   L2| <each line of the guest's serial output>
 #   VMM| <each line pv-vmm wrote on stderr>
 #   @@CASE <name> END ok@@  or  @@CASE <name> END fail <reason>@@
@@ -27,6 +31,19 @@ shift 3
 
 now_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
 host_warnings() { dmesg 2>/dev/null | grep -c -E 'WARNING:|BUG:|Call Trace:' ; }
+# ticks: "vcpuN utime+stime" for each vCPU thread of pv-vmm ($pid).
+ticks() {
+    for t in /proc/"$pid"/task/*; do
+        comm=$(cat "$t/comm" 2>/dev/null)
+        case "$comm" in
+        vcpu*)
+            # shellcheck disable=SC2046 # fields 14 and 15 of stat: utime, stime
+            set -- $(cut -d' ' -f14,15 "$t/stat")
+            echo "$comm $(($1 + $2))"
+            ;;
+        esac
+    done
+}
 
 kmod=none
 for m in kvm_amd kvm_intel; do [ -d "/sys/module/$m" ] && kmod=$m; done
@@ -79,6 +96,15 @@ while [ $# -ge 3 ]; do
         api counters1 counters || fail "vm.counters"
         sleep 1
         api counters2 counters || fail "vm.counters (second)"
+        # CPU time of each vCPU thread over 2 s while the guest halts (USER_HZ ticks): a
+        # halted or never-started vCPU must not spin.
+        ticks >"$work/ticks0"
+        sleep 2
+        ticks >"$work/ticks1"
+        while read -r comm before; do
+            after=$(grep "^$comm " "$work/ticks1" | cut -d' ' -f2)
+            echo "@@STAT $name cpu_ticks_$comm $((${after:-0} - before))@@"
+        done <"$work/ticks0"
         kill -0 "$pid" 2>/dev/null && alive=1 || alive=0
         echo "@@STAT $name alive $alive@@"
         api shutdown shutdown-vmm || fail "vmm.shutdown"

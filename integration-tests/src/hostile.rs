@@ -153,6 +153,8 @@ pub struct GuestReport {
     pub unexpected_fault: Option<String>,
     /// The idle guest finished its report.
     pub idle_up: bool,
+    /// The guest PV-kicked the never-started vCPU (`kick_ap` on its command line).
+    pub kicked_ap: bool,
     /// `@@...` lines that did not parse.
     pub malformed: Vec<String>,
 }
@@ -261,6 +263,10 @@ pub fn parse_guest<S: AsRef<str>>(lines: &[S]) -> GuestReport {
             }
             "IDLE-UP" => {
                 report.idle_up = true;
+                true
+            }
+            "KICK-AP" => {
+                report.kicked_ap = true;
                 true
             }
             "HOSTILE-BEGIN" | "IDLE-BEGIN" => true,
@@ -432,6 +438,8 @@ mod tests {
 @@MMIO accesses=00000012 not_ones=00000000@@
 @@LONG-MODE@@
 @@MMIO64 accesses=00000014 not_ones=00000000@@
+@@KICK-AP@@
+@@HC 64 0000000000000005 0000000000000000 0000000000000001 0000000000000000 0000000000000000 0000000000000000@@
 @@HOSTILE-DONE io_out=000079a8 io_in=000007de mmio=00000014 hypercalls=00000134 faults=00000005@@";
 
     #[test]
@@ -457,7 +465,8 @@ mod tests {
         assert!(r.msrs[1].gp_write && !r.msrs[1].gp_read);
         assert_eq!(r.msrs[1].readback, 0x10_6181);
         assert_eq!(r.record.map(|s| s.version), Some(0xe4));
-        assert_eq!(r.hypercalls.len(), 3);
+        assert_eq!(r.hypercalls.len(), 4);
+        assert!(r.kicked_ap);
         assert!(!r.hypercalls[0].call.long_mode && r.hypercalls[1].call.long_mode);
         assert_eq!(r.hypercalls[1].call.args[2], 1 << 32);
         assert_eq!(r.ports.get("swept"), Some(&0x7da));

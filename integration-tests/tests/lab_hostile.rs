@@ -12,6 +12,9 @@
 //!
 //! - pv-vmm keeps running (vmm.ping answers, the process is alive), vm.counters answers 200
 //!   with a per-vCPU steal-time error for the bad record, and vmm.shutdown ends it with 0;
+//! - no vCPU thread spins while its vCPU halts or waits for INIT/SIPI, also after the guest
+//!   PV-kicked the vCPU that never started (case `hostile_kick_ap`: KVM's KVM_RUN then
+//!   returns EAGAIN at once for good, and pv-vmm backs off);
 //! - every hypercall got the answer KVM gives (`kvm_answer`: exact where the ABI and the
 //!   configuration fix it: -KVM_ENOSYS, -KVM_EINVAL, SEND_IPI's count, 0; a set for
 //!   CLOCK_PAIRING, which depends on the host's clock), and KVM counted each one;
@@ -43,6 +46,9 @@ const RSDP: u64 = 0xe0000;
 /// The hostile guest's string I/O: 16 bytes out, 8 words in, one instruction each. KVM
 /// decides how many exits they take (at least one each).
 const STRING_IO_MAX_EXITS: u64 = 16 + 8;
+/// CPU ticks (1/100 s) a vCPU thread may take in the script's 2-second window while its
+/// vCPU halts or waits for INIT/SIPI: 10% of a CPU. A spinning thread takes about 200.
+const MAX_IDLE_TICKS: u64 = 20;
 
 fn dump(c: &CaseResult) -> String {
     let api: Vec<String> = c
@@ -142,6 +148,23 @@ fn check_vmm_and_start_info(c: &CaseResult, g: &GuestReport) {
         exits(&c2["vmm_exits"]),
         "exits reached pv-vmm while the guest halted"
     );
+
+    // No vCPU thread spins while the guest halts (or never started): at most 10% of a CPU
+    // over the 2 s the script measured (USER_HZ = 100 ticks a second).
+    let vcpus = c1["vcpus"].as_array().map_or(0, Vec::len);
+    for id in 0..vcpus {
+        let ticks = c
+            .stats
+            .get(&format!("cpu_ticks_vcpu{id}"))
+            .copied()
+            .unwrap_or_else(|| panic!("no CPU time of vcpu{id}\n{}", dump(c)));
+        println!("[{}] vcpu{id} thread: {ticks} ticks of CPU in 2 s", c.name);
+        assert!(
+            ticks <= MAX_IDLE_TICKS,
+            "vcpu{id} spins: {ticks} ticks in 2 s\n{}",
+            dump(c)
+        );
+    }
 }
 
 /// The hostile guest's run: hypercalls, MSRs, ports, MMIO and the exits pv-vmm counted.
@@ -349,6 +372,26 @@ fn check_hostile(c: &CaseResult) {
         "the host kernel warned\n{}",
         dump(c)
     );
+
+    // With kick_ap, the last hypercall PV-kicked the vCPU that never started: KVM then
+    // returns EAGAIN from its KVM_RUN at once, every time, and pv-vmm backs off instead of
+    // spinning (checked with the CPU ticks above).
+    assert_eq!(g.kicked_ap, c.name.contains("kick_ap"), "{}", dump(c));
+    if g.kicked_ap {
+        let kick = g.hypercalls.last().expect("the kick");
+        assert_eq!(
+            (kick.call.nr, kick.call.args[1], kick.ret),
+            (5, 1, 0),
+            "{kick:x?}"
+        );
+        assert!(
+            c.vmm_log
+                .iter()
+                .any(|l| l.contains("keeps returning EAGAIN")),
+            "the kicked vCPU never made KVM_RUN return EAGAIN in a row\n{}",
+            dump(c)
+        );
+    }
 }
 
 fn check_idle(c: &CaseResult) {
@@ -388,6 +431,9 @@ fn lab_hostile_guests_cannot_hurt_pv_vmm() {
         "hostile_pv_off".to_owned(),
         "boot=2,kvm_pv=off".to_owned(),
         path(&guests.hostile),
+        "hostile_kick_ap".to_owned(),
+        "boot=2".to_owned(),
+        path(&guests.hostile),
         "idle".to_owned(),
         "boot=1".to_owned(),
         path(&guests.idle),
@@ -418,6 +464,7 @@ fn lab_hostile_guests_cannot_hurt_pv_vmm() {
     };
     check_hostile(find("hostile"));
     check_hostile(find("hostile_pv_off"));
+    check_hostile(find("hostile_kick_ap"));
     check_idle(find("idle"));
     assert_eq!(out.status, 0, "the case script failed\n{}", out.stderr);
 }

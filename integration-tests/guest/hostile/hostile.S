@@ -25,8 +25,11 @@
  *   @@MSR value=v gp_write=n gp_read=n readback=v@@
  *   @@ST-RECORD version=v steal=v preempted=v@@   after the valid steal-time write
  *   @@PORTS ...@@ @@MMIO ...@@ @@HOSTILE-DONE io_out=n io_in=n mmio=n hypercalls=n faults=n@@
- * The APIC ids the arguments name avoid 1 (the second vCPU, never started): a PV kick of a
- * vCPU waiting for INIT/SIPI is outside what this guest tests.
+ * The APIC ids the arguments name avoid 1 (the second vCPU, never started), except with
+ * `kick_ap` on the command line: then, last, the guest PV-kicks APIC 1 (KICK_CPU, a1 = 1;
+ * @@KICK-AP@@ precedes its @@HC line). KVM marks that vCPU runnable although it never got
+ * INIT/SIPI, so each KVM_RUN of it returns EAGAIN at once, for good: the VMM must not spin
+ * on it. (APIC id 0xff would be the xAPIC broadcast, and kick both vCPUs.)
  */
 #include "common.S"
 
@@ -39,6 +42,7 @@
 guest_main32:
     PRINT "@@HOSTILE-BEGIN@@\n"
     call print_start_info32
+    call find_kick_ap32
     call detect_vendor32
     call print_kvm_cpuid32
     /* Software-enable the local APIC (spurious vector 0xff): KVM delivers and counts PV
@@ -79,6 +83,27 @@ detect_vendor32:
     ret
 3:  PRINT " insn=vmcall@@\n"
     ret
+
+/* Sets kick_ap when the command line contains "kick_ap". */
+find_kick_ap32:
+    movl start_info_ptr, %ebx
+    movl 24(%ebx), %esi
+1:  cmpb $0, (%esi)
+    je 4f
+    movl $kick_word, %edi
+    movl %esi, %edx
+2:  movb (%edi), %cl
+    testb %cl, %cl
+    jz 3f
+    cmpb (%edx), %cl
+    jne 5f
+    incl %edi
+    incl %edx
+    jmp 2b
+5:  incl %esi
+    jmp 1b
+3:  movb $1, kick_ap
+4:  ret
 
 /* Values that depend on where RAM ends: the first page past it. */
 patch_tables32:
@@ -428,6 +453,17 @@ long_main64:
     movl $hc_table64_end, table_end
     call run_table64
     call mmio_tests64
+    cmpb $0, kick_ap
+    je 1f
+    PRINT "@@KICK-AP@@\n", 64
+    movq $5, cur_nr
+    movq $0, cur_a0
+    movq $1, cur_a1
+    movq $0, cur_a2
+    movq $0, cur_a3
+    call do_hc64
+    call print_hc64
+1:
     /* The counts, taken before the line that reports them is printed. */
     movl io_out, %eax
     movl %eax, snap_out
@@ -686,6 +722,8 @@ claimed_ports_end:
 
 string_out:
     .ascii "hostile-string!!"
+kick_word:
+    .asciz "kick_ap"
 
     .bss
     .balign 64
@@ -717,6 +755,7 @@ mmio_not_ones: .long 0
 snap_out: .long 0
 snap_in: .long 0
 use_vmmcall: .byte 0
+kick_ap: .byte 0
     .balign 8
 string_in: .skip 16
     .balign 4096
