@@ -10,7 +10,9 @@
 //! This crate wraps that script ([`LabCommand`]), tells a lab failure (L1 died, panicked,
 //! timed out, had no `/dev/kvm`) from a failure of the command ([`LabError`]), prepares
 //! the guest's kernel and initramfs ([`GuestAssets`]) and parses what the lab cases print
-//! ([`peer`]).
+//! ([`peer`]); [`hostile`] builds the raw PVH guests and parses what they report.
+
+pub mod hostile;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -442,7 +444,7 @@ impl GuestAssets {
 }
 
 /// Runs a preparation script and returns its stdout.
-fn run_script(program: &Path, args: &[&str]) -> Result<String, LabError> {
+pub(crate) fn run_script(program: &Path, args: &[&str]) -> Result<String, LabError> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -487,6 +489,9 @@ pub mod peer {
         pub boot_s: Option<f64>,
         /// The VM's KVM statistics (debugfs), by name.
         pub stats: BTreeMap<String, u64>,
+        /// API answers by step: (pv-remote's exit status, its one-line answer), from
+        /// `@@API <case> <step> <status> <answer>@@` lines.
+        pub api: BTreeMap<String, (i32, String)>,
         /// `None` while unfinished; `Some(Ok(()))` or `Some(Err(reason))`.
         pub end: Option<Result<(), String>>,
         /// `@@REC <case> <kind> <label> <payload>@@` lines, in order.
@@ -527,6 +532,14 @@ pub mod peer {
         /// A statistic, 0 when absent.
         pub fn stat(&self, name: &str) -> u64 {
             self.stats.get(name).copied().unwrap_or(0)
+        }
+
+        /// The JSON answer of API step `step`, if it succeeded (status 0) and parses.
+        pub fn api_json(&self, step: &str) -> Option<serde_json::Value> {
+            self.api
+                .get(step)
+                .filter(|(rc, _)| *rc == 0)
+                .and_then(|(_, text)| serde_json::from_str(text).ok())
         }
 
         /// The inside of the first guest line `@@<prefix>...@@` (e.g. `CPUID-KVM `).
@@ -639,6 +652,16 @@ pub mod peer {
                         });
                     }
                 }
+            } else if let Some(rest) = marker(line, "@@API ") {
+                let mut words = rest.splitn(4, ' ');
+                let (name, step) = (words.next().unwrap_or_default(), words.next());
+                let rc = words.next().and_then(|w| w.parse().ok()).unwrap_or(-1);
+                let text = words.next().unwrap_or_default().to_string();
+                if let (Some(case), Some(step)) =
+                    (cases.iter_mut().rev().find(|c| c.name == name), step)
+                {
+                    case.api.insert(step.to_string(), (rc, text));
+                }
             } else if let Some(rest) = line.strip_prefix("L2| ") {
                 if let Some(case) = cases.last_mut() {
                     case.guest_log.push(rest.to_string());
@@ -702,6 +725,9 @@ L2| [    0.144668] kvm-guest: PV spinlocks disabled, no host support
 @@STAT on exits 18219@@
 @@STAT off hypercalls 0@@
 @@STAT off bogus x@@
+@@API on counters 0 {\"vmm_exits\":{\"io\":3}}@@
+@@API on shutdown 1 the server answered 409: no VM@@
+@@API nobody ping 0 {}@@
 ";
         let cases = parse_cases(out);
         assert_eq!(cases.len(), 2);
@@ -722,6 +748,16 @@ L2| [    0.144668] kvm-guest: PV spinlocks disabled, no host support
         assert_eq!(off.end, Some(Err("guest not done after 120s".to_string())));
         assert_eq!(off.stat("hypercalls"), 0);
         assert!(!off.stats.contains_key("bogus"));
+        assert_eq!(on.api_json("counters").expect("json")["vmm_exits"]["io"], 3);
+        assert_eq!(
+            on.api.get("shutdown"),
+            Some(&(1, "the server answered 409: no VM".to_string()))
+        );
+        assert!(
+            on.api_json("shutdown").is_none(),
+            "failed steps give no JSON"
+        );
+        assert!(off.api.is_empty());
     }
 
     #[test]

@@ -93,23 +93,28 @@ pub fn guest_return_value(result: i64, long_mode: bool) -> u64 {
 
 /// The destinations of a SEND_IPI: two bitmap words relative to the lowest APIC id.
 /// Fixed size, iterated without allocation.
+///
+/// As in KVM's `kvm_pv_send_ipi()`, the lowest id is a `u32` and the high word's first id
+/// is `min + cluster` computed in `u32`, so it wraps around: with `min = 2^32 - 64` in
+/// 64-bit mode, bit 0 of the high word names APIC 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApicIdSet {
     /// The APIC id of bit 0 of `low`.
     pub min: u32,
     /// Bitmap of `min + i`.
     pub low: u64,
-    /// Bitmap of `min + cluster + i`.
+    /// Bitmap of `min + cluster + i` (the base wrapping at 2^32).
     pub high: u64,
     /// Bits per bitmap word: 64 in 64-bit mode, 32 otherwise.
     pub cluster: u32,
 }
 
 impl ApicIdSet {
-    /// The destination APIC ids in ascending order. Ids that would pass `u32::MAX` are not
-    /// destinations (KVM would wrap them around; no x2APIC id is that large).
+    /// The destination APIC ids, low word first, each word's in ascending order. Ids past
+    /// `u32::MAX` within a word are not destinations (KVM stops each word at the highest
+    /// APIC id, which is far below).
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.words().into_iter().flat_map(move |(word, offset)| {
+        self.words().into_iter().flat_map(move |(word, base)| {
             // Visit only the set bits: lowest first, clearing each as it is taken.
             let mut rest = word;
             std::iter::from_fn(move || {
@@ -117,7 +122,7 @@ impl ApicIdSet {
                 rest &= rest.wrapping_sub(1);
                 (bit < 64).then_some(bit)
             })
-            .filter_map(move |bit| u32::try_from(u64::from(self.min) + offset + bit).ok())
+            .filter_map(move |bit| u32::try_from(u64::from(base) + bit).ok())
         })
     }
 
@@ -131,10 +136,9 @@ impl ApicIdSet {
     pub fn count_deliverable(&self, max_apic_id: u32) -> u32 {
         self.words()
             .into_iter()
-            .map(|(word, offset)| {
-                let first = u64::from(self.min) + offset;
-                // Bits 0..=(max_apic_id - first) name existing APICs.
-                match u64::from(max_apic_id).checked_sub(first) {
+            .map(|(word, base)| {
+                // Bits 0..=(max_apic_id - base) name existing APICs.
+                match max_apic_id.checked_sub(base) {
                     None => 0,
                     Some(last) if last >= 63 => word.count_ones(),
                     Some(last) => (word & ((2u64 << last) - 1)).count_ones(),
@@ -143,16 +147,19 @@ impl ApicIdSet {
             .sum()
     }
 
-    /// The two words with their id offsets from `min`, masked to `cluster` bits.
-    fn words(&self) -> [(u64, u64); 2] {
+    /// The two words, masked to `cluster` bits, with the APIC id of their bit 0.
+    fn words(&self) -> [(u64, u32); 2] {
         let mask = if self.cluster >= 64 {
             u64::MAX
         } else {
             (1u64 << self.cluster) - 1
         };
         [
-            (self.low & mask, 0),
-            (self.high & mask, u64::from(self.cluster.min(64))),
+            (self.low & mask, self.min),
+            (
+                self.high & mask,
+                self.min.wrapping_add(self.cluster.min(64)),
+            ),
         ]
     }
 
@@ -185,13 +192,16 @@ pub struct SendIpi {
 
 /// Decodes SEND_IPI arguments (a0 low bitmap, a1 high bitmap, a2 lowest APIC id, a3 ICR) as
 /// KVM does: logical destination mode and shorthands are invalid; in 32-bit mode each
-/// bitmap word has 32 bits and all arguments are truncated to 32 bits.
+/// bitmap word has 32 bits and all arguments are truncated to 32 bits; in 64-bit mode the
+/// lowest APIC id still keeps only its low 32 bits (KVM's `kvm_pv_send_ipi()` takes a
+/// `u32 min`, so `2^32` means APIC 0, not an error).
 pub fn decode_send_ipi(call: &Hypercall) -> Result<SendIpi, GuestError> {
     let icr = call.arg(3);
     if icr & (ICR_DEST_LOGICAL | ICR_SHORTHAND_MASK) != 0 {
         return Err(GuestError::InvalidArgument);
     }
-    let min = u32::try_from(call.arg(2)).map_err(|_| GuestError::InvalidArgument)?;
+    // Truncation, as KVM's u32 parameter does.
+    let min = call.arg(2) as u32;
     Ok(SendIpi {
         vector: (icr & 0xff) as u8,
         delivery_mode: ((icr >> ICR_MODE_SHIFT) & 0b111) as u8,
@@ -483,10 +493,10 @@ mod tests {
     }
 
     #[test]
-    fn send_ipi_never_wraps_apic_ids() {
+    fn send_ipi_ids_stop_at_u32_max_within_a_word() {
         let c = call(
             KVM_HC_SEND_IPI,
-            [u64::MAX, u64::MAX, u64::from(u32::MAX) - 1, 0],
+            [u64::MAX, 0, u64::from(u32::MAX) - 1, 0],
             true,
         );
         let ipi = decode_send_ipi(&c).expect("valid");
@@ -495,6 +505,49 @@ mod tests {
             vec![u32::MAX - 1, u32::MAX]
         );
         assert_eq!(dispatcher().send_ipi_count(&ipi), 0);
+    }
+
+    #[test]
+    fn send_ipi_high_word_base_wraps_like_kvm() {
+        // 64-bit: min = 2^32 - 64, so the high word starts at APIC 0 (KVM's u32 `min +=
+        // cluster_size`).
+        let c = call(KVM_HC_SEND_IPI, [0, 0b101, 0xffff_ffc0, 0xf0], true);
+        let ipi = decode_send_ipi(&c).expect("valid");
+        assert_eq!(ipi.destinations.iter().collect::<Vec<_>>(), vec![0, 2]);
+        let one_apic = Dispatcher {
+            max_apic_id: 0,
+            ..dispatcher()
+        };
+        assert_eq!(one_apic.send_ipi_count(&ipi), 1);
+        assert_eq!(dispatcher().send_ipi_count(&ipi), 2);
+        // 32-bit: clusters of 32, min = 2^32 - 32.
+        let c = call(KVM_HC_SEND_IPI, [1, 1, 0xffff_ffe0, 0xf0], false);
+        let ipi = decode_send_ipi(&c).expect("valid");
+        assert_eq!(
+            ipi.destinations.iter().collect::<Vec<_>>(),
+            vec![0xffff_ffe0, 0]
+        );
+        assert_eq!(one_apic.send_ipi_count(&ipi), 1);
+        // The high word from min = u32::MAX starts at 63 (64-bit) or 31 (32-bit).
+        let c = call(KVM_HC_SEND_IPI, [0, 1, u64::from(u32::MAX), 0xf0], true);
+        let ipi = decode_send_ipi(&c).expect("valid");
+        assert_eq!(ipi.destinations.iter().collect::<Vec<_>>(), vec![63]);
+    }
+
+    #[test]
+    fn send_ipi_lowest_id_keeps_its_low_32_bits() {
+        // KVM's kvm_pv_send_ipi() takes `u32 min`: 2^32 + 5 means APIC 5.
+        let c = call(KVM_HC_SEND_IPI, [1, 0, (1 << 32) + 5, 0xf0], true);
+        let ipi = decode_send_ipi(&c).expect("valid, as in KVM");
+        assert_eq!(ipi.destinations.min, 5);
+        assert_eq!(ipi.destinations.iter().collect::<Vec<_>>(), vec![5]);
+        let c = call(KVM_HC_SEND_IPI, [1, 0, 1 << 32, 0xf0], true);
+        assert_eq!(
+            dispatcher()
+                .dispatch(&c)
+                .map(|a| matches!(a, HypercallAction::SendIpi(_))),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -508,8 +561,6 @@ mod tests {
             );
             assert_eq!(dispatcher().dispatch(&c), Err(GuestError::InvalidArgument));
         }
-        let c = call(KVM_HC_SEND_IPI, [1, 0, 1 << 32, 0xec], true);
-        assert_eq!(decode_send_ipi(&c), Err(GuestError::InvalidArgument));
     }
 
     #[test]

@@ -676,6 +676,13 @@ fn real_kvm_vmcall_gets_the_answer_the_dispatcher_predicts() {
             real_mode(KVM_HC_SEND_IPI, [1, 0, 1, 0xec]),
             true,
         ),
+        // The high word's base is `min + 32` in u32: from 2^32 - 32 it wraps to APIC 0,
+        // which KVM delivers to.
+        (
+            PvConfig::shared(),
+            real_mode(KVM_HC_SEND_IPI, [0, 1, 0xffff_ffe0, 0xec]),
+            true,
+        ),
     ];
     for (cfg, call, irqchip) in cases {
         let effective = resolve(cfg, &host);

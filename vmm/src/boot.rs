@@ -1,7 +1,12 @@
-//! Loading a bzImage with linux-loader and entering it through the 64-bit boot protocol
-//! (Documentation/arch/x86/boot.rst): boot parameters with the E820 map and the command
-//! line in the zero page, identity-mapped page tables, a flat GDT, and the boot vCPU in
-//! long mode at the kernel's 64-bit entry with RSI pointing at the zero page.
+//! Loading the guest kernel with linux-loader and entering it. Two formats:
+//!
+//! - a bzImage, entered through the 64-bit boot protocol (Documentation/arch/x86/boot.rst):
+//!   boot parameters with the E820 map and the command line in the zero page,
+//!   identity-mapped page tables, a flat GDT, and the boot vCPU in long mode at the
+//!   kernel's 64-bit entry with RSI pointing at the zero page;
+//! - an ELF image with a PVH entry note, entered through the PVH boot ABI ([`crate::pvh`]).
+//!
+//! [`check_kernel`] tells them apart (and refuses anything else) before a VM exists.
 
 use std::fs::File;
 use std::path::Path;
@@ -47,8 +52,22 @@ pub enum BootError {
         /// The path given.
         path: String,
     },
-    /// The kernel is not a loadable bzImage.
-    #[error("{path} is not a bzImage kernel this VMM can boot: {source}")]
+    /// The file is neither a bzImage nor an ELF image.
+    #[error("{path} is not a kernel pv-vmm can boot: neither a bzImage (boot-sector signature 0xaa55 and `HdrS` header) nor an ELF image with a PVH entry note")]
+    UnknownFormat {
+        /// The path given.
+        path: String,
+    },
+    /// The ELF image cannot be booted through PVH.
+    #[error("{path}: {reason}")]
+    BadElf {
+        /// The path given.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The kernel could not be loaded.
+    #[error("{path} is not a kernel this VMM can load: {source}")]
     LoadKernel {
         /// The path given.
         path: String,
@@ -88,9 +107,17 @@ pub enum BootError {
     /// Writing the command line into guest memory failed.
     #[error("writing the kernel command line: {0}")]
     LoadCmdline(#[source] linux_loader::loader::Error),
-    /// Writing the boot parameters failed.
+    /// Writing the boot parameters (zero page or PVH start info) failed.
     #[error("writing the boot parameters: {0}")]
     BootParams(#[source] linux_loader::configurator::Error),
+    /// The memory map has more entries than the boot structures hold.
+    #[error("the memory map has {entries} entries, more than the {max} the boot structures hold")]
+    MemoryMapTooLong {
+        /// Entries in the map.
+        entries: usize,
+        /// What fits.
+        max: usize,
+    },
     /// A vCPU register ioctl failed.
     #[error("setting the boot vCPU's {what}")]
     Vcpu {
@@ -103,38 +130,91 @@ pub enum BootError {
 }
 
 /// What the boot vCPU needs once the kernel is in memory.
-#[derive(Debug, Clone, Copy)]
-pub struct EntryPoint {
-    /// The 64-bit entry address.
-    pub rip: u64,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryPoint {
+    /// A bzImage: long mode at this 64-bit entry, RSI at the zero page.
+    Linux64 {
+        /// The 64-bit entry address.
+        rip: u64,
+    },
+    /// A PVH ELF: 32-bit protected mode at this entry, EBX at the start info.
+    Pvh {
+        /// The `XEN_ELFNOTE_PHYS32_ENTRY` address.
+        entry: u32,
+    },
 }
 
-/// Checks that `path` looks like a bzImage before a VM is created, so a wrong file gets one
-/// clear error instead of a failure deep in the boot.
-pub fn check_bzimage(path: &Path) -> Result<(), BootError> {
+/// The kernel formats pv-vmm boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// A bzImage (64-bit boot protocol).
+    BzImage,
+    /// An ELF image with a PVH entry note at this address.
+    PvhElf {
+        /// The 32-bit entry point the note gives.
+        entry: u32,
+    },
+}
+
+/// The ELF magic.
+const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
+
+/// Finds out which format `path` is, before a VM is created, so a wrong file gets one
+/// clear error naming it instead of a failure deep in the boot: a bzImage, or an ELF image
+/// whose PVH note is checked here (an ELF without one is refused).
+pub fn check_kernel(path: &Path) -> Result<KernelFormat, BootError> {
     use std::io::{Read, Seek, SeekFrom};
     let name = path.display().to_string();
-    let mut file = File::open(path).map_err(|source| BootError::OpenKernel {
+    let open_err = |source| BootError::OpenKernel {
         path: name.clone(),
         source,
-    })?;
+    };
+    let mut file = File::open(path).map_err(open_err)?;
     let mut header = [0u8; 0x208];
-    let read = file
-        .seek(SeekFrom::Start(0))
-        .and_then(|_| file.read(&mut header))
-        .map_err(|source| BootError::OpenKernel {
+    let mut read = 0;
+    file.seek(SeekFrom::Start(0)).map_err(open_err)?;
+    // A short file (or a pipe) may need several reads; stop at the end.
+    while read < header.len() {
+        let n = file.read(&mut header[read..]).map_err(open_err)?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    if read >= ELF_MAGIC.len() && header[..ELF_MAGIC.len()] == ELF_MAGIC {
+        let entry = crate::pvh::find_entry(&mut file).map_err(|reason| BootError::BadElf {
             path: name.clone(),
-            source,
+            reason,
         })?;
+        return Ok(KernelFormat::PvhElf { entry });
+    }
     let flag = u16::from_le_bytes([header[0x1fe], header[0x1ff]]);
     let magic = u32::from_le_bytes([header[0x202], header[0x203], header[0x204], header[0x205]]);
     if read < header.len() || flag != BOOT_FLAG || magic != HDR_MAGIC {
-        return Err(BootError::NotBzImage { path: name });
+        return Err(BootError::UnknownFormat { path: name });
     }
-    Ok(())
+    Ok(KernelFormat::BzImage)
 }
 
-/// Loads the kernel, the initramfs and the command line, and writes the boot parameters.
+/// Loads the kernel in whichever format it is, the initramfs and the command line, and
+/// writes the boot parameters of its protocol.
+pub fn load_kernel(
+    mem: &GuestMemoryMmap,
+    kernel: &Path,
+    initramfs: Option<&Path>,
+    cmdline: &str,
+    e820: &[E820Entry],
+    rsdp: GuestAddress,
+) -> Result<EntryPoint, BootError> {
+    match check_kernel(kernel)? {
+        KernelFormat::BzImage => load_linux(mem, kernel, initramfs, cmdline, e820, rsdp),
+        KernelFormat::PvhElf { .. } => {
+            crate::pvh::load(mem, kernel, initramfs, cmdline, e820, rsdp)
+        }
+    }
+}
+
+/// Loads a bzImage, the initramfs and the command line, and writes the zero page.
 pub fn load_linux(
     mem: &GuestMemoryMmap,
     kernel: &Path,
@@ -165,14 +245,8 @@ pub fn load_linux(
     params.hdr.type_of_loader = LOADER_TYPE_UNDEFINED;
     params.hdr.loadflags |= LOADED_HIGH;
 
-    let mut line = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(BootError::Cmdline)?;
-    line.insert_str(cmdline).map_err(BootError::Cmdline)?;
-    load_cmdline(mem, layout::CMDLINE_START, &line).map_err(BootError::LoadCmdline)?;
     params.hdr.cmd_line_ptr = layout::CMDLINE_START.raw_value() as u32;
-    params.hdr.cmdline_size = line
-        .as_cstring()
-        .map(|c| c.as_bytes().len() as u32)
-        .unwrap_or(0);
+    params.hdr.cmdline_size = write_cmdline(mem, cmdline)?;
 
     if let Some(path) = initramfs {
         let (addr, size) =
@@ -192,14 +266,26 @@ pub fn load_linux(
     let boot = BootParams::new::<boot_params>(&params, layout::ZERO_PAGE_START);
     LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(&boot, mem)
         .map_err(BootError::BootParams)?;
-    Ok(EntryPoint {
+    Ok(EntryPoint::Linux64 {
         rip: loaded.kernel_load.raw_value() + STARTUP_64_OFFSET,
     })
 }
 
+/// Writes the NUL-terminated command line at [`layout::CMDLINE_START`]; returns its length
+/// without the NUL.
+pub(crate) fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<u32, BootError> {
+    let mut line = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(BootError::Cmdline)?;
+    line.insert_str(cmdline).map_err(BootError::Cmdline)?;
+    load_cmdline(mem, layout::CMDLINE_START, &line).map_err(BootError::LoadCmdline)?;
+    Ok(line
+        .as_cstring()
+        .map(|c| c.as_bytes().len() as u32)
+        .unwrap_or(0))
+}
+
 /// Places the initramfs at the highest page-aligned address below the kernel's limit and
 /// the end of low RAM, above the kernel.
-fn load_initramfs(
+pub(crate) fn load_initramfs(
     mem: &GuestMemoryMmap,
     path: &Path,
     addr_max: u32,
@@ -232,8 +318,28 @@ fn load_initramfs(
     Ok((GuestAddress(start), data.len()))
 }
 
-/// Writes the identity map of the first 4 GiB (2 MiB pages) and the GDT.
-pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), BootError> {
+/// Writes what the boot vCPU's entry state refers to: for a bzImage the identity map of
+/// the first 4 GiB (2 MiB pages) and the 64-bit GDT; for PVH the 32-bit flat GDT (paging
+/// is off). Both get an empty IDT.
+pub fn write_boot_tables(mem: &GuestMemoryMmap, entry: &EntryPoint) -> Result<(), BootError> {
+    let err = |what| move |source| BootError::Memory { what, source };
+    let gdt: &[u64] = match entry {
+        EntryPoint::Linux64 { .. } => {
+            write_identity_map(mem)?;
+            &GDT
+        }
+        EntryPoint::Pvh { .. } => &crate::pvh::GDT,
+    };
+    for (i, entry) in gdt.iter().enumerate() {
+        mem.write_obj(*entry, layout::GDT_START.unchecked_add(i as u64 * 8))
+            .map_err(err("the GDT"))?;
+    }
+    mem.write_obj(0u64, layout::IDT_START)
+        .map_err(err("the IDT"))?;
+    Ok(())
+}
+
+fn write_identity_map(mem: &GuestMemoryMmap) -> Result<(), BootError> {
     let err = |what| move |source| BootError::Memory { what, source };
     mem.write_obj(
         PDPTE_FLAGS | layout::PDPTE_START.raw_value(),
@@ -253,12 +359,6 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), BootError> {
                 .map_err(err("a page directory"))?;
         }
     }
-    for (i, entry) in GDT.iter().enumerate() {
-        mem.write_obj(*entry, layout::GDT_START.unchecked_add(i as u64 * 8))
-            .map_err(err("the GDT"))?;
-    }
-    mem.write_obj(0u64, layout::IDT_START)
-        .map_err(err("the IDT"))?;
     Ok(())
 }
 
@@ -275,7 +375,9 @@ const GDT: [u64; 4] = [
     gdt_entry(0x808b, 0, 0xfffff),
 ];
 
-const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
+/// A segment descriptor from its flags (access byte in bits 7:0, G/D/L/AVL in 15:12), base
+/// and 20-bit limit.
+pub(crate) const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
     ((base as u64 & 0xff00_0000) << (56 - 24))
         | ((flags as u64 & 0x0000_f0ff) << 40)
         | ((limit as u64 & 0x000f_0000) << (48 - 16))
@@ -283,10 +385,19 @@ const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
         | (limit as u64 & 0x0000_ffff)
 }
 
-fn segment(index: u16, entry: u64) -> kvm_segment {
+/// The segment register KVM loads for descriptor `entry` at GDT `index` (base, limit scaled
+/// by the granularity bit, and the attribute bits).
+pub(crate) fn segment(index: u16, entry: u64) -> kvm_segment {
+    let base = ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000);
+    let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0x000f_0000)) as u32;
+    let g = ((entry >> 55) & 1) as u8;
     kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
+        base,
+        limit: if g == 1 {
+            (raw_limit << 12) | 0xfff
+        } else {
+            raw_limit
+        },
         selector: index * 8,
         type_: ((entry >> 40) & 0xf) as u8,
         present: ((entry >> 47) & 1) as u8,
@@ -294,8 +405,8 @@ fn segment(index: u16, entry: u64) -> kvm_segment {
         db: ((entry >> 54) & 1) as u8,
         s: ((entry >> 44) & 1) as u8,
         l: ((entry >> 53) & 1) as u8,
-        g: ((entry >> 55) & 1) as u8,
-        avl: 0,
+        g,
+        avl: ((entry >> 52) & 1) as u8,
         unusable: 0,
         padding: 0,
     }
@@ -308,40 +419,50 @@ const X86_CR4_PAE: u64 = 0x20;
 const EFER_LME: u64 = 0x100;
 const EFER_LMA: u64 = 0x400;
 
-/// Puts the boot vCPU in long mode at `entry` with the zero page in RSI.
+/// Puts the boot vCPU at `entry` in the state its protocol defines.
 pub fn setup_boot_vcpu(vcpu: &VcpuFd, entry: EntryPoint) -> Result<(), BootError> {
     let err = |what| move |source| BootError::Vcpu { what, source };
-    let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(err("special registers"))?;
-    let code = segment(1, GDT[1]);
-    let data = segment(2, GDT[2]);
-    let tss = segment(3, GDT[3]);
+    let sregs: kvm_sregs = vcpu.get_sregs().map_err(err("special registers"))?;
+    let (sregs, regs) = match entry {
+        EntryPoint::Linux64 { rip } => (long_mode_sregs(sregs), long_mode_regs(rip)),
+        EntryPoint::Pvh { entry } => (crate::pvh::sregs(sregs), crate::pvh::regs(entry)),
+    };
+    vcpu.set_sregs(&sregs).map_err(err("special registers"))?;
+    vcpu.set_regs(&regs).map_err(err("registers"))?;
+    Ok(())
+}
+
+/// Long mode with paging on through the identity map, flat 64-bit segments.
+fn long_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
     sregs.gdt.base = layout::GDT_START.raw_value();
     sregs.gdt.limit = (GDT.len() * 8 - 1) as u16;
     sregs.idt.base = layout::IDT_START.raw_value();
     sregs.idt.limit = 7;
-    sregs.cs = code;
+    let data = segment(2, GDT[2]);
+    sregs.cs = segment(1, GDT[1]);
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.tr = tss;
+    sregs.tr = segment(3, GDT[3]);
     sregs.cr3 = layout::PML4_START.raw_value();
     sregs.cr4 |= X86_CR4_PAE;
     sregs.cr0 |= X86_CR0_PE | X86_CR0_PG | X86_CR0_ET;
     sregs.efer |= EFER_LME | EFER_LMA;
-    vcpu.set_sregs(&sregs).map_err(err("special registers"))?;
+    sregs
+}
 
-    let regs = kvm_regs {
+/// At the 64-bit entry with the zero page in RSI.
+fn long_mode_regs(rip: u64) -> kvm_regs {
+    kvm_regs {
         rflags: 0x2,
-        rip: entry.rip,
+        rip,
         rsp: layout::BOOT_STACK_POINTER,
         rbp: layout::BOOT_STACK_POINTER,
         rsi: layout::ZERO_PAGE_START.raw_value(),
         ..Default::default()
-    };
-    vcpu.set_regs(&regs).map_err(err("registers"))?;
-    Ok(())
+    }
 }
 
 /// MSRs every vCPU starts with (fast strings on, syscall MSRs clear).
@@ -422,16 +543,70 @@ mod tests {
     }
 
     #[test]
-    fn non_bzimage_is_refused() {
+    fn segments_decode_base_limit_and_granularity() {
+        let code = segment(1, GDT[1]);
+        assert_eq!(
+            (code.base, code.limit, code.g, code.db),
+            (0, 0xffff_ffff, 1, 0)
+        );
+        // A byte-granular descriptor keeps its limit; the base is reassembled.
+        let tss = segment(5, gdt_entry(0x008b, 0x1234_5678, 0x67));
+        assert_eq!(
+            (tss.base, tss.limit, tss.g, tss.selector, tss.type_, tss.s),
+            (0x1234_5678, 0x67, 0, 40, 0xb, 0)
+        );
+    }
+
+    #[test]
+    fn long_mode_entry_state() {
+        let sregs = long_mode_sregs(kvm_sregs::default());
+        assert_eq!(sregs.cr3, layout::PML4_START.raw_value());
+        assert_eq!(
+            sregs.cr0 & (X86_CR0_PE | X86_CR0_PG),
+            X86_CR0_PE | X86_CR0_PG
+        );
+        assert_eq!(sregs.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
+        assert_eq!((sregs.cs.l, sregs.cs.db), (1, 0));
+        let regs = long_mode_regs(0x100_0200);
+        assert_eq!(regs.rip, 0x100_0200);
+        assert_eq!(regs.rsi, layout::ZERO_PAGE_START.raw_value());
+    }
+
+    #[test]
+    fn unknown_files_are_refused_naming_them() {
         let file = vmm_sys_util::tempfile::TempFile::new().expect("temp");
-        std::fs::write(file.as_path(), b"not a kernel").expect("write");
-        let err = check_bzimage(file.as_path()).expect_err("not a bzImage");
-        assert!(err.to_string().contains("is not a bzImage kernel"), "{err}");
-        let err = check_bzimage(Path::new("/nonexistent/kernel")).expect_err("missing");
+        let name = file.as_path().display().to_string();
+        for content in [&b"not a kernel"[..], b"", &[0u8; 0x1000]] {
+            std::fs::write(file.as_path(), content).expect("write");
+            let err = check_kernel(file.as_path()).expect_err("not a kernel");
+            let text = err.to_string();
+            assert!(text.starts_with(&name), "{text}");
+            assert!(
+                text.contains("neither a bzImage") && text.contains("PVH entry note"),
+                "{text}"
+            );
+        }
+        let err = check_kernel(Path::new("/nonexistent/kernel")).expect_err("missing");
         assert!(
             err.to_string()
                 .starts_with("cannot open kernel /nonexistent/kernel"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bzimage_header_is_recognised() {
+        let file = vmm_sys_util::tempfile::TempFile::new().expect("temp");
+        let mut image = vec![0u8; 0x1000];
+        image[0x1fe..0x200].copy_from_slice(&BOOT_FLAG.to_le_bytes());
+        image[0x202..0x206].copy_from_slice(&HDR_MAGIC.to_le_bytes());
+        std::fs::write(file.as_path(), &image).expect("write");
+        assert_eq!(
+            check_kernel(file.as_path()).ok(),
+            Some(KernelFormat::BzImage)
+        );
+        // Truncated just before the end of the header: refused.
+        std::fs::write(file.as_path(), &image[..0x207]).expect("write");
+        assert!(check_kernel(file.as_path()).is_err());
     }
 }

@@ -19,7 +19,7 @@ pub const MAX_MEMORY: u64 = 1 << 40;
 #[derive(Debug, Parser)]
 #[command(name = "pv-vmm", version, about, long_about = None)]
 pub struct Cli {
-    /// The guest kernel (a bzImage).
+    /// The guest kernel: a bzImage, or an ELF image with a PVH entry note (PVH boot).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
 

@@ -3,10 +3,18 @@
 
 use vm_memory::GuestAddress;
 
-/// GDT for the 64-bit entry.
+/// GDT of the boot vCPU (64-bit entry, or 32-bit flat segments for PVH).
 pub const GDT_START: GuestAddress = GuestAddress(0x500);
-/// Empty IDT for the 64-bit entry.
+/// Empty IDT of the boot vCPU.
 pub const IDT_START: GuestAddress = GuestAddress(0x520);
+/// PVH boot: the `hvm_start_info` structure EBX points at (Cloud Hypervisor's address).
+pub const PVH_INFO_START: GuestAddress = GuestAddress(0x6000);
+/// PVH boot: the module list (the initramfs), right after the 56-byte start info.
+pub const PVH_MODLIST_START: GuestAddress = GuestAddress(0x6040);
+/// PVH boot: the memory map, after the one-entry module list.
+pub const PVH_MEMMAP_START: GuestAddress = GuestAddress(0x6100);
+/// PVH boot: memory-map entries that fit between [`PVH_MEMMAP_START`] and the zero page.
+pub const PVH_MEMMAP_MAX_ENTRIES: usize = (0x7000 - 0x6100) / 24;
 /// The `boot_params` "zero page".
 pub const ZERO_PAGE_START: GuestAddress = GuestAddress(0x7000);
 /// Initial stack of the boot vCPU.

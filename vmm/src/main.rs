@@ -116,7 +116,7 @@ fn cli_config(cli: &Cli, kernel: PathBuf) -> Result<VmConfig, Box<dyn Error>> {
     config::parse_serial(&cli.serial)?;
     // Checked against the host (kvm_hyperv=on needs KVM_CAP_HYPERV, ...) by vm.create.
     config::parse_cpus(&cli.cpus)?;
-    boot::check_bzimage(&kernel)?;
+    boot::check_kernel(&kernel)?;
     if let Some(initramfs) = &cli.initramfs {
         std::fs::metadata(initramfs)
             .map_err(|e| format!("cannot read initramfs {}: {e}", initramfs.display()))?;

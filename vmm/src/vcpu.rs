@@ -26,6 +26,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::api::ApiMessage;
 use crate::devices::{lock, PioBus, VmRequest};
+use crate::exit_counters::{ExitCounters, ExitKind};
 use crate::seccomp::{self, Filters, ThreadKind};
 
 /// What the vCPU threads, the signal thread and the API tell the VMM's main loop. vCPU
@@ -77,6 +78,8 @@ pub struct VcpuShared {
     pub parked: AtomicUsize,
     /// Per vCPU, indexed by id.
     pub msrs: Vec<VcpuMsr>,
+    /// Per vCPU, indexed by id: the exits that reached this process's run loop.
+    pub exits: Vec<ExitCounters>,
     /// The main loop's inbox.
     pub events: Sender<Event>,
 }
@@ -100,6 +103,7 @@ impl VcpuShared {
             resume: Condvar::new(),
             parked: AtomicUsize::new(0),
             msrs: (0..vcpus).map(|_| VcpuMsr::default()).collect(),
+            exits: (0..vcpus).map(|_| ExitCounters::default()).collect(),
             events,
         }
     }
@@ -139,12 +143,37 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
         let _ = shared.events.send(event);
     };
     let fatal = |message: String| Event::Fatal(generation, message);
+    let Some(exits) = shared.exits.get(id as usize) else {
+        send(fatal(format!("vCPU {id}: no exit counters for it")));
+        return;
+    };
+    let mut eagain_streak = 0u32;
     while !shared.stop.load(Ordering::Acquire) {
         service(id, vcpu, shared);
         if shared.stop.load(Ordering::Acquire) {
             break;
         }
-        match vcpu.run() {
+        let exit = vcpu.run();
+        if let Ok(exit) = &exit {
+            exits.record(ExitKind::of(exit));
+        }
+        match &exit {
+            Err(e) if e.errno() == libc::EAGAIN => {
+                eagain_streak = eagain_streak.saturating_add(1);
+                if eagain_streak == EAGAIN_WARN_AFTER {
+                    log::warn!(
+                        "vCPU {id}: KVM_RUN keeps returning EAGAIN (a vCPU not started yet was made runnable, e.g. by a guest's PV kick); backing off"
+                    );
+                }
+                if let Some(pause) = eagain_backoff(eagain_streak) {
+                    std::thread::sleep(pause);
+                }
+            }
+            // The VMM's own kicks say nothing about the vCPU.
+            Err(e) if e.errno() == libc::EINTR => {}
+            _ => eagain_streak = 0,
+        }
+        match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
                 if let Some(request) = shared.bus.write(port, data) {
                     send(Event::Request(generation, request));
@@ -172,6 +201,16 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
                 let exit = unsafe { &mut run.__bindgen_anon_1.hyperv };
                 let what = pv_features::hyperv::handle_exit(exit);
                 log::debug!("vCPU {id}: Hyper-V exit {what:?}");
+            }
+            // Only with KVM_CAP_X86_USER_SPACE_MSR, which pv-vmm does not enable: an MSR
+            // KVM hands out is one nobody implements, so the guest gets #GP.
+            Ok(VcpuExit::X86Rdmsr(exit)) => {
+                log::debug!("vCPU {id}: RDMSR {:#x} exited: #GP", exit.index);
+                *exit.error = 1;
+            }
+            Ok(VcpuExit::X86Wrmsr(exit)) => {
+                log::debug!("vCPU {id}: WRMSR {:#x} exited: #GP", exit.index);
+                *exit.error = 1;
             }
             Ok(VcpuExit::Hlt) => {}
             Ok(VcpuExit::Intr) => {}
@@ -220,6 +259,28 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
                 return;
             }
         }
+    }
+}
+
+/// After this many `KVM_RUN`s in a row that returned EAGAIN, say so once.
+const EAGAIN_WARN_AFTER: u32 = 100;
+/// The longest pause between two `KVM_RUN`s that returned EAGAIN.
+const EAGAIN_MAX_PAUSE: Duration = Duration::from_millis(10);
+
+/// How long to wait before entering `KVM_RUN` again after `streak` EAGAIN returns in a row.
+///
+/// KVM answers EAGAIN for a vCPU that has not received INIT/SIPI yet (an AP in
+/// wait-for-SIPI) each time something wakes it without starting it. Once is normal (the
+/// INIT that starts it); in a row, it means a wake-up that never starts it: a guest can
+/// cause that with a PV kick (KVM_HC_KICK_CPU, or a SEND_IPI in remote-read mode) to such a
+/// vCPU, which leaves it runnable in KVM's eyes while it stays uninitialized, so every
+/// `KVM_RUN` returns at once. Without a pause the thread would spin on a host CPU for as
+/// long as the guest likes; with one, it wakes at most every [`EAGAIN_MAX_PAUSE`], and a
+/// real INIT/SIPI still starts the vCPU within that.
+pub fn eagain_backoff(streak: u32) -> Option<Duration> {
+    match streak {
+        0 | 1 => None,
+        n => Some(Duration::from_micros(100u64 << (n - 2).min(7)).min(EAGAIN_MAX_PAUSE)),
     }
 }
 
@@ -333,10 +394,21 @@ pub fn resume_all(shared: &VcpuShared) {
     shared.resume.notify_all();
 }
 
+/// One vCPU's answer to a steal-time MSR read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsrRead {
+    /// The MSR's value.
+    Value(u64),
+    /// `KVM_GET_MSRS` refused it (KVM does so when the vCPU's CPUID lacks steal time and PV
+    /// CPUID enforcement is on).
+    Refused,
+    /// The thread did not answer in time (or has ended).
+    NoAnswer,
+}
+
 /// Asks every vCPU thread for its `MSR_KVM_STEAL_TIME` and waits for the answers (at most
-/// [`WAIT_LIMIT`]). Returns per vCPU the MSR value, or `None` where the thread did not
-/// answer in time or `KVM_GET_MSRS` failed.
-pub fn read_steal_msrs(shared: &VcpuShared, threads: &[JoinHandle<()>]) -> Vec<Option<u64>> {
+/// [`WAIT_LIMIT`]). Returns what each vCPU answered.
+pub fn read_steal_msrs(shared: &VcpuShared, threads: &[JoinHandle<()>]) -> Vec<MsrRead> {
     let before: Vec<u64> = shared
         .msrs
         .iter()
@@ -375,8 +447,13 @@ pub fn read_steal_msrs(shared: &VcpuShared, threads: &[JoinHandle<()>]) -> Vec<O
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            (answered(i, m) && m.ok.load(Ordering::Acquire))
-                .then(|| m.value.load(Ordering::Acquire))
+            if !answered(i, m) {
+                MsrRead::NoAnswer
+            } else if m.ok.load(Ordering::Acquire) {
+                MsrRead::Value(m.value.load(Ordering::Acquire))
+            } else {
+                MsrRead::Refused
+            }
         })
         .collect()
 }
@@ -397,5 +474,27 @@ pub fn stop_all(shared: &VcpuShared, threads: Vec<JoinHandle<()>>) {
         if thread.join().is_err() {
             log::error!("a vCPU thread panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eagain_backoff_leaves_the_first_retry_alone_and_is_bounded() {
+        // The INIT that starts an AP gives one EAGAIN: retry at once.
+        assert_eq!(eagain_backoff(0), None);
+        assert_eq!(eagain_backoff(1), None);
+        // Then growing pauses, never above the cap.
+        let pauses: Vec<Duration> = (2..40).filter_map(eagain_backoff).collect();
+        assert_eq!(pauses.len(), 38);
+        assert_eq!(pauses[0], Duration::from_micros(100));
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]), "{pauses:?}");
+        assert_eq!(pauses.last(), Some(&EAGAIN_MAX_PAUSE));
+        assert_eq!(eagain_backoff(u32::MAX), Some(EAGAIN_MAX_PAUSE));
+        // A spinning vCPU thread is woken at most a few hundred times per second.
+        let first_second: Duration = (2..200).filter_map(eagain_backoff).sum();
+        assert!(first_second >= Duration::from_secs(1), "{first_second:?}");
     }
 }

@@ -42,9 +42,10 @@ use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion}
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::{self, IrqTrigger, PioBus, SharedSerial};
+use crate::exit_counters::VmmExits;
 use crate::seccomp::Filters;
 use crate::topology::{patch_vcpu_cpuid, Topology};
-use crate::vcpu::{self, Event, VcpuShared};
+use crate::vcpu::{self, Event, MsrRead, VcpuShared};
 use crate::{acpi, boot, layout};
 
 /// Where the identity-map page and TSS go for Intel's real-mode emulation (below the
@@ -54,7 +55,7 @@ const TSS_ADDRESS: usize = 0xfffb_d000;
 /// Everything needed to build the VM again at each boot.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
-    /// The bzImage.
+    /// The kernel: a bzImage, or an ELF image with a PVH entry note.
     pub kernel: PathBuf,
     /// The initramfs, if any.
     pub initramfs: Option<PathBuf>,
@@ -190,8 +191,7 @@ impl RunningVm {
             .map_err(kvm_err("KVM_IRQFD for the serial port"))?;
 
         let rsdp = acpi::write_tables(&mem, spec.vcpus)?;
-        boot::write_boot_tables(&mem)?;
-        let entry = boot::load_linux(
+        let entry = boot::load_kernel(
             &mem,
             &spec.kernel,
             spec.initramfs.as_deref(),
@@ -199,6 +199,7 @@ impl RunningVm {
             &layout::e820_map(spec.memory),
             rsdp,
         )?;
+        boot::write_boot_tables(&mem, &entry)?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -319,7 +320,10 @@ impl RunningVm {
         vcpu::resume_all(&self.shared)
     }
 
-    /// The KVM statistics of the VM and of each vCPU, and each vCPU's steal-time record.
+    /// The KVM statistics of the VM and of each vCPU, each vCPU's steal-time record and
+    /// the exits that reached pv-vmm. Whatever the guest wrote into its steal-time MSR, the
+    /// answer is a report (an `invalid` record names the value and the problem), never an
+    /// error.
     pub fn counters(&self) -> Counters {
         let read = |stats: Option<&StatsFd>| -> Result<Option<Stats>, String> {
             stats
@@ -336,33 +340,47 @@ impl RunningVm {
         } else {
             Vec::new()
         };
-        let vcpus = (0..self.threads.len())
+        let vcpus: Vec<VcpuCounters> = (0..self.threads.len())
             .map(|id| {
                 let stats = read(self.vcpu_stats.get(id).and_then(Option::as_ref));
-                let steal_time = match msrs.get(id).copied().flatten() {
-                    None if !advertised => StealTime::NotAdvertised,
-                    None => StealTime::Unknown {
+                let read = msrs.get(id).copied().unwrap_or(MsrRead::NoAnswer);
+                let steal_time = match read {
+                    _ if !advertised => StealTime::NotAdvertised,
+                    MsrRead::NoAnswer => StealTime::Unknown {
                         reason: "the vCPU thread did not answer the MSR read".to_owned(),
                     },
-                    Some(msr) => self.steal_time(msr),
+                    MsrRead::Refused => StealTime::Unknown {
+                        reason: "KVM_GET_MSRS refused MSR_KVM_STEAL_TIME (steal time is not in this vCPU's CPUID)".to_owned(),
+                    },
+                    MsrRead::Value(msr) => self.steal_time(msr),
                 };
                 VcpuCounters {
                     id: id as u32,
                     stats: stats.as_ref().ok().cloned().flatten().map(stats_map),
                     error: stats.err(),
                     steal_time,
+                    vmm_exits: self
+                        .shared
+                        .exits
+                        .get(id)
+                        .map(|e| e.snapshot())
+                        .unwrap_or_default(),
                 }
             })
             .collect();
         Counters {
             vm: vm.map(stats_map),
             error,
+            vmm_exits: vcpus
+                .iter()
+                .fold(VmmExits::default(), |sum, v| sum.plus(v.vmm_exits)),
             vcpus,
         }
     }
 
     fn steal_time(&self, msr: u64) -> StealTime {
         let located = StealTimeMsr::decode(msr, self.phys_bits).and_then(|m| m.locate(&self.mem));
+        let invalid = |error: String| StealTime::Invalid { msr, error };
         match located {
             Ok(None) => StealTime::Disabled { msr },
             Ok(Some(gpa)) => match read_snapshot(&self.mem, gpa) {
@@ -371,13 +389,9 @@ impl RunningVm {
                     gpa: gpa.raw_value(),
                     record,
                 },
-                Err(e) => StealTime::Unknown {
-                    reason: e.to_string(),
-                },
+                Err(e) => invalid(e.to_string()),
             },
-            Err(e) => StealTime::Unknown {
-                reason: format!("MSR value {msr:#x}: {e}"),
-            },
+            Err(e) => invalid(e.to_string()),
         }
     }
 
@@ -429,7 +443,16 @@ pub enum StealTime {
         /// Steal ns, version and the preempted byte.
         record: StealTimeSnapshot,
     },
-    /// It could not be read.
+    /// The guest enabled steal time at a value that locates no readable record (outside
+    /// guest memory, beyond its physical address width, or a record that never settles).
+    /// KVM accepts such values and writes no record; this reports it.
+    Invalid {
+        /// The MSR value.
+        msr: u64,
+        /// What is wrong with it.
+        error: String,
+    },
+    /// The MSR could not be read.
     Unknown {
         /// Why.
         reason: String,
@@ -448,6 +471,8 @@ pub struct VcpuCounters {
     pub error: Option<String>,
     /// Its steal-time record.
     pub steal_time: StealTime,
+    /// Its exits that reached pv-vmm's run loop, by kind.
+    pub vmm_exits: VmmExits,
 }
 
 /// What `vm.counters` returns.
@@ -458,6 +483,8 @@ pub struct Counters {
     /// Why `vm` could not be read, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The exits of every vCPU that reached pv-vmm's run loop, summed by kind.
+    pub vmm_exits: VmmExits,
     /// Per vCPU.
     pub vcpus: Vec<VcpuCounters>,
 }

@@ -38,7 +38,7 @@ fn default_cmdline() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PayloadConfig {
-    /// The guest kernel (a bzImage).
+    /// The guest kernel: a bzImage, or an ELF image with a PVH entry note.
     pub kernel: PathBuf,
     /// The initramfs, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,7 +173,7 @@ impl VmConfig {
             (SerialOutputMode::File, Some(_)) | (_, None) => {}
             (_, Some(_)) => return Err(VmConfigError::Serial("`file` needs mode File")),
         }
-        crate::boot::check_bzimage(&self.payload.kernel).map_err(|e| VmConfigError::Payload {
+        crate::boot::check_kernel(&self.payload.kernel).map_err(|e| VmConfigError::Payload {
             field: "kernel",
             path: self.payload.kernel.display().to_string(),
             reason: crate::control::chain(&e),

@@ -63,7 +63,34 @@ fn kernel_that_is_not_a_bzimage() {
     let path = file.as_path().to_str().expect("utf-8 path");
     fails_with(
         &["--kernel", path],
-        &format!("{path} is not a bzImage kernel"),
+        &format!("{path} is not a kernel pv-vmm can boot: neither a bzImage"),
+    );
+}
+
+/// An ELF64 x86-64 header with no program headers: an ELF kernel without a PVH note.
+fn elf_without_pvh_note() -> vmm_sys_util::tempfile::TempFile {
+    let file = vmm_sys_util::tempfile::TempFile::new().expect("temp file");
+    let mut ehdr = vec![0u8; 64];
+    ehdr[..4].copy_from_slice(b"\x7fELF");
+    ehdr[4] = 2; // ELFCLASS64
+    ehdr[5] = 1; // little-endian
+    ehdr[6] = 1;
+    ehdr[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    ehdr[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    ehdr[24..32].copy_from_slice(&0x100_0000u64.to_le_bytes()); // e_entry
+    ehdr[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    ehdr[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    std::fs::write(file.as_path(), ehdr).expect("write");
+    file
+}
+
+#[test]
+fn elf_kernel_without_pvh_note() {
+    let file = elf_without_pvh_note();
+    let path = file.as_path().to_str().expect("utf-8 path");
+    fails_with(
+        &["--kernel", path],
+        &format!("{path}: an ELF image without a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)"),
     );
 }
 
