@@ -95,7 +95,7 @@ const REFUSED: [(&str, &str, &str); 6] = [
 fn measured_cases() -> Vec<Case> {
     let all = offerable();
     vec![
-        case("idle_default", "boot=HOSTCPUS", "0", "idle:3"),
+        case("idle_default", "boot=HOSTCPUS", "0", "idle:3,vmcall:1"),
         case(
             "idle_dedicated",
             "boot=HOSTCPUS,dedicated=on",
@@ -585,6 +585,37 @@ fn lab_features_guest_view_and_host_counters() {
             w.delta("exits")
         );
     }
+
+    // 7 (the Linux part). User space issuing VMCALL/VMMCALL: KVM answers -KVM_EPERM (-1)
+    // to CPL 3 and counts the attempt; nothing reaches pv-vmm's vCPU loop.
+    let vmcall_case = find("idle_default");
+    let vmcall = Work::of(vmcall_case, "vmcall");
+    let line = vmcall_case
+        .guest_marker("WORK kind=vmcall ")
+        .unwrap_or_default()
+        .to_owned();
+    let vmm_hypercalls = |v: &Value| v["vmm_exits"]["hypercall"].as_u64();
+    let reached = vmm_hypercalls(&vmcall.after)
+        .zip(vmm_hypercalls(&vmcall.before))
+        .map(|(a, b)| a.saturating_sub(b));
+    check(
+        line.contains(" rax=-1") && reached == Some(0) && vmcall.delta("hypercalls") >= 1,
+        format!(
+            "user-space VMCALL: `{line}`, hypercall exits that reached pv-vmm {reached:?}, KVM \
+             hypercalls +{}",
+            vmcall.delta("hypercalls")
+        ),
+    );
+    let _ = writeln!(
+        table,
+        "{:<22} user-space {}: KVM hypercalls +{}, reached pv-vmm {reached:?}",
+        "vmcall",
+        line.split(' ')
+            .filter(|w| w.starts_with("insn=") || w.starts_with("rax="))
+            .collect::<Vec<_>>()
+            .join(" "),
+        vmcall.delta("hypercalls")
+    );
 
     // 3. PV send-IPI: one SEND_IPI hypercall per multicast with it, none without, and
     // fewer exits per send. tracefs counts SEND_IPI hypercalls by ICR, so the multicasts

@@ -265,7 +265,7 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
 /// After this many `KVM_RUN`s in a row that returned EAGAIN, say so once.
 const EAGAIN_WARN_AFTER: u32 = 100;
 /// The longest pause between two `KVM_RUN`s that returned EAGAIN.
-const EAGAIN_MAX_PAUSE: Duration = Duration::from_millis(10);
+pub const EAGAIN_MAX_PAUSE: Duration = Duration::from_millis(10);
 
 /// How long to wait before entering `KVM_RUN` again after `streak` EAGAIN returns in a row.
 ///
