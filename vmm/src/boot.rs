@@ -214,6 +214,24 @@ pub fn load_kernel(
     }
 }
 
+/// Loads the kernel file at `kernel` with linux-loader's loader `L`, above 1 MiB.
+pub(crate) fn load_image<L: KernelLoader>(
+    mem: &GuestMemoryMmap,
+    kernel: &Path,
+) -> Result<linux_loader::loader::KernelLoaderResult, BootError> {
+    let path = || kernel.display().to_string();
+    let mut file = File::open(kernel).map_err(|source| BootError::OpenKernel {
+        path: path(),
+        source,
+    })?;
+    L::load(mem, None, &mut file, Some(layout::HIGH_RAM_START)).map_err(|source| {
+        BootError::LoadKernel {
+            path: path(),
+            source,
+        }
+    })
+}
+
 /// Loads a bzImage, the initramfs and the command line, and writes the zero page.
 pub fn load_linux(
     mem: &GuestMemoryMmap,
@@ -224,17 +242,7 @@ pub fn load_linux(
     rsdp: GuestAddress,
 ) -> Result<EntryPoint, BootError> {
     let name = kernel.display().to_string();
-    let mut file = File::open(kernel).map_err(|source| BootError::OpenKernel {
-        path: name.clone(),
-        source,
-    })?;
-    let loaded =
-        BzImage::load(mem, None, &mut file, Some(layout::HIGH_RAM_START)).map_err(|source| {
-            BootError::LoadKernel {
-                path: name.clone(),
-                source,
-            }
-        })?;
+    let loaded = load_image::<BzImage>(mem, kernel)?;
     let mut params = boot_params::default();
     if let Some(header) = loaded.setup_header {
         params.hdr = header;

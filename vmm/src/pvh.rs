@@ -11,7 +11,6 @@
 //! (base 0, limit 0x67), EFLAGS with IF, TF and VM clear, and EBX holding the start info's
 //! address. Everything else (stack, GDT, IDT) is the guest's to set up.
 
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -25,7 +24,7 @@ use linux_loader::elf::{
 use linux_loader::loader::elf::start_info::{
     hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info, XEN_HVM_START_MAGIC_VALUE,
 };
-use linux_loader::loader::{Elf, KernelLoader, PvhBootCapability};
+use linux_loader::loader::{Elf, PvhBootCapability};
 use vm_memory::{Address, ByteValued, GuestAddress, GuestMemoryMmap};
 
 use crate::boot::{self, gdt_entry, segment, BootError, EntryPoint};
@@ -170,17 +169,7 @@ pub fn load(
     rsdp: GuestAddress,
 ) -> Result<EntryPoint, BootError> {
     let name = kernel.display().to_string();
-    let mut file = File::open(kernel).map_err(|source| BootError::OpenKernel {
-        path: name.clone(),
-        source,
-    })?;
-    let loaded =
-        Elf::load(mem, None, &mut file, Some(layout::HIGH_RAM_START)).map_err(|source| {
-            BootError::LoadKernel {
-                path: name.clone(),
-                source,
-            }
-        })?;
+    let loaded = boot::load_image::<Elf>(mem, kernel)?;
     let entry = match loaded.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(addr) => u32::try_from(addr.raw_value()).ok(),
         _ => None,
