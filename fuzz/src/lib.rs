@@ -16,6 +16,7 @@ use pv_features::host::HostPv;
 use pv_features::hypercall::{
     decode_send_ipi, guest_return_value, Dispatcher, Hypercall, HypercallAction,
 };
+use pv_features::hyperv::{HvCpuidSource, SynicCap};
 use pv_features::steal_time::{read_snapshot, StealTimeMsr};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -69,6 +70,16 @@ pub fn host(input: &mut Input<'_>) -> HostPv {
         enforce_pv_cpuid: flags & 2 != 0,
         binary_stats: flags & 4 != 0,
         hyperv: flags & 8 != 0,
+        hyperv_cpuid: match flags >> 4 & 3 {
+            1 => Some(HvCpuidSource::System),
+            2 => Some(HvCpuidSource::Vcpu),
+            _ => None,
+        },
+        hyperv_synic: match flags >> 6 {
+            1 => Some(SynicCap::Synic),
+            2 => Some(SynicCap::Synic2),
+            _ => None,
+        },
         exit_hypercall_mask: input.u64(),
     }
 }
