@@ -8,6 +8,10 @@
 # after every tenth reboot (running, with the load's connections).
 #
 # Usage: soak.sh PV_VMM PV_REMOTE KERNEL INITRD REBOOTS CLIENTS REQUESTS TIMEOUT
+#   INITRD '-' for none. With SOAK_REBOOT_BY=api the VM is rebooted through vm.reboot
+#   each time the guest is up instead (for a guest that does not reboot itself, such as
+#   the raw PVH idle guest); SOAK_UP_MARK is the console line that says the guest is up
+#   (default @@GUEST-UP) and SOAK_CMDLINE its command line.
 #
 # Output (parsed by scripts/soak):
 #   @@SOAK <label> boots=<n> fds=<open fds> rss_kb=<VmRSS> guest_kb=<guest RAM resident>
@@ -22,8 +26,11 @@ vmm=$1 remote=$2 kernel=$3 initrd=$4 reboots=$5 clients=$6 requests=$7 limit=$8
 work=$(mktemp -d /tmp/soak.XXXXXX)
 sock=$work/api.sock log=$work/serial.log err=$work/vmm.err
 now_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
+by=${SOAK_REBOOT_BY:-guest}
+mark=${SOAK_UP_MARK:-@@GUEST-UP}
+cmdline=${SOAK_CMDLINE:-console=ttyS0 quiet panic=-1 pv.reboot}
 boots() {
-    n=$(grep -c '@@GUEST-UP' "$log" 2>/dev/null)
+    n=$(grep -c "$mark" "$log" 2>/dev/null)
     echo "${n:-0}"
 }
 sample() {
@@ -57,11 +64,22 @@ while [ ! -S "$sock" ]; do
     [ $(($(now_cs) - t0)) -ge 1000 ] && { fail "no API socket"; break; }
     sleep 0.1
 done
+initramfs=""
+[ "$initrd" = - ] || initramfs=",\"initramfs\":\"$initrd\""
 cat >"$work/vm.json" <<JSON
 {"cpus":{"boot_vcpus":2,"max_vcpus":2},"memory":{"size":268435456},
- "payload":{"kernel":"$kernel","initramfs":"$initrd","cmdline":"console=ttyS0 quiet panic=-1 pv.reboot"},
+ "payload":{"kernel":"$kernel"$initramfs,"cmdline":"$cmdline"},
  "serial":{"mode":"Tty"}}
 JSON
+# api_reboot: with SOAK_REBOOT_BY=api, reboots the VM once the guest came up again.
+asked=0
+api_reboot() {
+    [ "$by" = api ] || return 0
+    up=$(boots)
+    [ "$up" -gt "$asked" ] || return 0
+    asked=$up
+    "$remote" --api-socket "$sock" reboot >/dev/null || fail "vm.reboot after boot $up"
+}
 sample before-create
 "$remote" --api-socket "$sock" create "$work/vm.json" >/dev/null || fail create
 "$remote" --api-socket "$sock" boot >/dev/null || fail boot
@@ -71,6 +89,7 @@ t0=$(now_cs)
 while [ "$result" = ok ] && [ "$(boots)" -lt 2 ]; do
     kill -0 "$pid" 2>/dev/null || { fail "pv-vmm exited before the first reboot"; break; }
     [ $(($(now_cs) - t0)) -ge $((limit * 100)) ] && { fail "no first reboot after ${limit}s"; break; }
+    api_reboot
     sleep 0.2
 done
 paused_sample first-reboot
@@ -87,7 +106,8 @@ while [ "$result" = ok ] && [ "$(boots)" -le "$reboots" ]; do
         sample "reboots-$next"
         next=$((next + 10))
     fi
-    sleep 0.5
+    api_reboot
+    sleep 0.2
 done
 wait "$load_pid" || fail "the load client failed: $(cat "$work/load.err")"
 echo "@@LOAD $(tr -d '\n' <"$work/load.json")@@"
