@@ -51,6 +51,8 @@ sample() {
 # reboot half done, no client connected), samples, and resumes it.
 paused_sample() {
     "$remote" --api-socket "$sock" pause >/dev/null || { fail "pause for $1"; return; }
+    # pv-remote has closed its connection; give the server a moment to close its end.
+    sleep 1
     sample "$1"
     "$remote" --api-socket "$sock" resume >/dev/null || fail "resume after $1"
 }
