@@ -326,11 +326,9 @@ fn check_hostile(c: &CaseResult) {
             "{st}"
         );
     } else {
-        assert_eq!(st["state"], "unknown", "{st}");
-        assert!(
-            st["reason"].as_str().is_some_and(|r| r.contains("refused")),
-            "{st}"
-        );
+        // The VM does not offer steal time: pv-vmm says so without asking KVM (which would
+        // refuse the MSR read under PV CPUID enforcement).
+        assert_eq!(st["state"], "not_advertised", "{st}");
     }
     assert_eq!(
         vcpus[1]["steal_time"]["state"],
