@@ -332,7 +332,11 @@ fn check_hostile(c: &CaseResult) {
     }
     assert_eq!(
         vcpus[1]["steal_time"]["state"],
-        if steal_time { "disabled" } else { "unknown" }
+        if steal_time {
+            "disabled"
+        } else {
+            "not_advertised"
+        }
     );
     println!("[{}] vCPU 0 steal time in vm.counters: {st}", c.name);
 

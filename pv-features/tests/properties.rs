@@ -56,13 +56,33 @@ proptest! {
         };
         let set = ipi.destinations;
         let ids: Vec<u32> = set.iter().collect();
-        let cluster = if call.long_mode { 64 } else { 32 };
-        prop_assert!(ids.len() <= 2 * cluster, "{} destinations", ids.len());
-        prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "ascending and unique: {:?}", ids);
+        let cluster: u32 = if call.long_mode { 64 } else { 32 };
+        prop_assert!(ids.len() <= 2 * cluster as usize, "{} destinations", ids.len());
+        // As KVM's u32 arithmetic: the low word's ids start at `min`, the high word's at
+        // `min + cluster` wrapped to 32 bits; within a word ids past u32::MAX are dropped.
+        let high_base = set.min.wrapping_add(cluster);
+        let in_word = |id: u32, base: u32| id >= base && u64::from(id - base) < u64::from(cluster);
         for id in &ids {
-            prop_assert!(u64::from(*id) >= u64::from(set.min));
-            prop_assert!(u64::from(*id) < u64::from(set.min) + 2 * cluster as u64);
+            prop_assert!(
+                in_word(*id, set.min) || in_word(*id, high_base),
+                "{} is in neither word (min {}, high base {})", id, set.min, high_base
+            );
         }
+        let low = call.args[0] & if cluster == 64 { u64::MAX } else { u64::from(u32::MAX) };
+        let high = call.args[1] & if cluster == 64 { u64::MAX } else { u64::from(u32::MAX) };
+        let expect = |word: u64, base: u32| {
+            (0..cluster)
+                .filter(|bit| word >> bit & 1 == 1)
+                .filter_map(|bit| base.checked_add(bit))
+                .collect::<Vec<u32>>()
+        };
+        let mut want = expect(low, set.min);
+        want.extend(expect(high, high_base));
+        prop_assert_eq!(&ids, &want, "low word first, each ascending");
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        prop_assert_eq!(unique.len(), ids.len(), "no id twice: {:?}", ids);
         let deliverable = set.deliverable(max_apic_id).count();
         prop_assert_eq!(set.count_deliverable(max_apic_id) as usize, deliverable);
         prop_assert_eq!(set.len(), ids.len());
