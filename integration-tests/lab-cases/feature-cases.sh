@@ -56,6 +56,7 @@ hc_event=$trace/events/kvm/kvm_hypercall
 msr_event=$trace/events/kvm/kvm_msr
 if [ -w "$flush_event/enable" ] && [ -w "$hc_event/enable" ] && [ -w "$msr_event/enable" ]; then
     tracefs=yes
+    old_buffer_kb=$(sed 's/ .*//' "$trace/buffer_size_kb")
     echo 8192 >"$trace/buffer_size_kb"
     echo 'need_flush_tlb==1' >"$flush_event/filter"
     echo 'ecx==0x830' >"$msr_event/filter"
@@ -198,6 +199,14 @@ while [ $# -ge 4 ]; do
     fi
 done
 wait
+# Leave the host's tracing as it was (on a bare-metal runner it is the real host's).
+if [ $tracefs = yes ]; then
+    for ev in "$flush_event" "$hc_event" "$msr_event"; do
+        echo 0 >"$ev/enable" 2>/dev/null
+        echo 0 >"$ev/filter" 2>/dev/null
+    done
+    echo "$old_buffer_kb" >"$trace/buffer_size_kb" 2>/dev/null
+fi
 status=0
 for name in $order; do
     cat "$work/$name.out"
