@@ -440,20 +440,27 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, entry: EntryPoint) -> Result<(), BootError
     Ok(())
 }
 
-/// Long mode with paging on through the identity map, flat 64-bit segments.
-fn long_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+/// Points GDTR at `gdt` (written at [`layout::GDT_START`]) and IDTR at the empty IDT, and
+/// loads the flat segments both entry protocols use from it: code from entry 1, data from
+/// entry 2, the TSS from entry 3.
+pub(crate) fn flat_segments(sregs: &mut kvm_sregs, gdt: &[u64; 4]) {
     sregs.gdt.base = layout::GDT_START.raw_value();
-    sregs.gdt.limit = (GDT.len() * 8 - 1) as u16;
+    sregs.gdt.limit = (gdt.len() * 8 - 1) as u16;
     sregs.idt.base = layout::IDT_START.raw_value();
     sregs.idt.limit = 7;
-    let data = segment(2, GDT[2]);
-    sregs.cs = segment(1, GDT[1]);
+    let data = segment(2, gdt[2]);
+    sregs.cs = segment(1, gdt[1]);
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.tr = segment(3, GDT[3]);
+    sregs.tr = segment(3, gdt[3]);
+}
+
+/// Long mode with paging on through the identity map, flat 64-bit segments.
+fn long_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+    flat_segments(&mut sregs, &GDT);
     sregs.cr3 = layout::PML4_START.raw_value();
     sregs.cr4 |= X86_CR4_PAE;
     sregs.cr0 |= X86_CR0_PE | X86_CR0_PG | X86_CR0_ET;

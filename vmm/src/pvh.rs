@@ -27,7 +27,7 @@ use linux_loader::loader::elf::start_info::{
 use linux_loader::loader::{Elf, PvhBootCapability};
 use vm_memory::{Address, ByteValued, GuestAddress, GuestMemoryMmap};
 
-use crate::boot::{self, gdt_entry, segment, BootError, EntryPoint};
+use crate::boot::{self, gdt_entry, BootError, EntryPoint};
 use crate::layout::{self, E820Entry};
 
 /// The ELF note type of the PVH entry point (`XEN_ELFNOTE_PHYS32_ENTRY`, xen/include/public/elfnote.h).
@@ -248,18 +248,7 @@ fn start_info(
 /// The special registers at the PVH entry: protected mode, paging off, flat 32-bit segments
 /// from [`GDT`], the busy 32-bit TSS, CR4 and EFER clear.
 pub fn sregs(mut sregs: kvm_sregs) -> kvm_sregs {
-    sregs.gdt.base = layout::GDT_START.raw_value();
-    sregs.gdt.limit = (GDT.len() * 8 - 1) as u16;
-    sregs.idt.base = layout::IDT_START.raw_value();
-    sregs.idt.limit = 7;
-    let data = segment(2, GDT[2]);
-    sregs.cs = segment(1, GDT[1]);
-    sregs.ds = data;
-    sregs.es = data;
-    sregs.fs = data;
-    sregs.gs = data;
-    sregs.ss = data;
-    sregs.tr = segment(3, GDT[3]);
+    boot::flat_segments(&mut sregs, &GDT);
     sregs.cr0 = X86_CR0_PE;
     sregs.cr3 = 0;
     sregs.cr4 = 0;
