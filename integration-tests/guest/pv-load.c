@@ -8,7 +8,12 @@
  *   ipi        one thread per CPU, pinned; the others spin in user space (so this process's
  *              mm is live on every CPU) while the one on CPU 0 calls
  *              membarrier(PRIVATE_EXPEDITED): one multicast IPI to all other CPUs per call.
- *              op = one membarrier call.
+ *              op = one membarrier call. (Linux sends an all-but-self multicast with the
+ *              APIC's shorthand: one ICR write, with or without PV send-IPI.)
+ *   ipi-mask   as ipi, but the last CPU has no spinner (it idles), so the multicast goes to
+ *              CPUs 1..N-2, a mask that is not "all but self": Linux sends it through
+ *              send_IPI_mask, one ICR write per destination in x2APIC physical mode, one
+ *              KVM_HC_SEND_IPI hypercall with PV send-IPI. Needs 3 CPUs or more.
  *   tlb        one thread per CPU, pinned; the others spin in user space while the one on
  *              CPU 0 maps, touches and unmaps a page: one TLB shootdown of all other CPUs per
  *              munmap.                                       op = one munmap.
@@ -52,6 +57,8 @@
 static atomic_int stop;
 static atomic_int ready;
 static int ncpus;
+/* CPUs 1..nspin get a spinner: all others, or all but the last for ipi-mask. */
+static int nspin;
 static const char *kind;
 
 static double now(void)
@@ -108,18 +115,19 @@ static pthread_t *start_spinners(void)
     pthread_t *t = calloc((size_t)ncpus, sizeof(*t));
     if (!t)
         die("calloc");
-    for (int cpu = 1; cpu < ncpus; cpu++)
+    for (int cpu = 1; cpu <= nspin; cpu++)
         if ((errno = pthread_create(&t[cpu], NULL, spinner, (void *)(intptr_t)cpu)) != 0)
             die("pthread_create");
-    while (atomic_load(&ready) < ncpus - 1)
+    while (atomic_load(&ready) < nspin)
         sched_yield();
     return t;
 }
 
-static void join_all(pthread_t *t, int first)
+/* Stops and joins the threads on CPUs first..last. */
+static void join_all(pthread_t *t, int first, int last)
 {
     atomic_store(&stop, 1);
-    for (int cpu = first; cpu < ncpus; cpu++)
+    for (int cpu = first; cpu <= last; cpu++)
         pthread_join(t[cpu], NULL);
     free(t);
 }
@@ -142,7 +150,7 @@ static void run_ipi(double seconds)
             if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
                 die("membarrier");
     } while ((t1 = now()) < end);
-    join_all(t, 1);
+    join_all(t, 1, nspin);
     report(ops, t1 - t0, "");
 }
 
@@ -164,7 +172,7 @@ static void run_tlb(double seconds)
                 die("munmap");
         }
     } while ((t1 = now()) < end);
-    join_all(t, 1);
+    join_all(t, 1, nspin);
     report(ops, t1 - t0, "");
 }
 
@@ -213,7 +221,7 @@ static void run_ebizzy(double seconds)
     struct timespec nap = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
     while (nanosleep(&nap, &nap) != 0 && errno == EINTR)
         ;
-    join_all(t, 0);
+    join_all(t, 0, ncpus - 1);
     report(atomic_load(&ebizzy_ops), now() - t0, "");
 }
 
@@ -301,7 +309,7 @@ static void run_vmcall(void)
 int main(int argc, char **argv)
 {
     if (argc != 3 && !(argc == 2 && strcmp(argv[1], "vmcall") == 0)) {
-        fprintf(stderr, "usage: pv-load ipi|tlb|tlb-sleep|ebizzy|pingpong SECONDS\n"
+        fprintf(stderr, "usage: pv-load ipi|ipi-mask|tlb|tlb-sleep|ebizzy|pingpong SECONDS\n"
                         "       pv-load vmcall\n");
         return 2;
     }
@@ -319,8 +327,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "pv-load: SECONDS must be a number in (0, 3600], not '%s'\n", argv[2]);
         return 2;
     }
+    nspin = ncpus - 1;
     if (strcmp(kind, "ipi") == 0)
         run_ipi(seconds);
+    else if (strcmp(kind, "ipi-mask") == 0) {
+        if (ncpus < 3) {
+            fprintf(stderr, "pv-load ipi-mask: needs three CPUs, the guest has %d\n", ncpus);
+            return 2;
+        }
+        nspin = ncpus - 2;
+        run_ipi(seconds);
+    }
     else if (strcmp(kind, "tlb") == 0 || strcmp(kind, "tlb-sleep") == 0)
         run_tlb(seconds);
     else if (strcmp(kind, "ebizzy") == 0)
@@ -328,8 +345,8 @@ int main(int argc, char **argv)
     else if (strcmp(kind, "pingpong") == 0)
         run_pingpong(seconds);
     else {
-        fprintf(stderr, "pv-load: unknown kind '%s' (ipi, tlb, tlb-sleep, ebizzy, pingpong, "
-                        "vmcall)\n",
+        fprintf(stderr, "pv-load: unknown kind '%s' (ipi, ipi-mask, tlb, tlb-sleep, ebizzy, "
+                        "pingpong, vmcall)\n",
                 kind);
         return 2;
     }
