@@ -5,14 +5,16 @@
  *
  *   pv-load KIND SECONDS
  *
- *   ipi        one thread per CPU but the last, pinned; the others spin in user space (so
- *              this process's mm is live on their CPUs) while the one on CPU 0 calls
- *              membarrier(PRIVATE_EXPEDITED): one multicast IPI per call to every CPU that
- *              runs a spinner. The last CPU is left out on purpose: an IPI to all CPUs but
- *              the sender goes out as one APIC "all but self" shorthand, which PV send-IPI
- *              does not replace; a subset is what it is for. With fewer than 4 CPUs there is
- *              no subset of 2 or more (a single target is a unicast): every CPU is used.
- *              op = one membarrier call.
+ *   ipi        one thread per CPU, pinned; the others spin in user space (so this process's
+ *              mm is live on every CPU) while the one on CPU 0 calls
+ *              membarrier(PRIVATE_EXPEDITED): one multicast IPI to all other CPUs per call.
+ *              op = one membarrier call. (Linux sends an all-but-self multicast with the
+ *              APIC's shorthand: one ICR write, with or without PV send-IPI.)
+ *   ipi-mask   as ipi, but the last CPU has no spinner (it idles), so the multicast goes to
+ *              CPUs 1..N-2, a mask that is not "all but self": Linux sends it through
+ *              send_IPI_mask, one ICR write per destination in x2APIC physical mode, one
+ *              KVM_HC_SEND_IPI hypercall with PV send-IPI. Needs 3 CPUs or more. This is
+ *              the one that shows PV send-IPI; the integration tests use it.
  *   tlb        one thread per CPU, pinned; the others spin in user space while the one on
  *              CPU 0 maps, touches and unmaps a page: one TLB shootdown of all other CPUs per
  *              munmap.                                       op = one munmap.
@@ -58,6 +60,8 @@
 static atomic_int stop;
 static atomic_int ready;
 static int ncpus;
+/* CPUs 1..nspin get a spinner: all others, or all but the last for ipi-mask. */
+static int nspin;
 static const char *kind;
 
 static double now(void)
@@ -109,24 +113,24 @@ static void *spinner(void *arg)
     return NULL;
 }
 
-/* Spinners on CPUs 1 .. last-1; returns their threads (indexed by CPU). */
-static pthread_t *start_spinners(int last)
+static pthread_t *start_spinners(void)
 {
     pthread_t *t = calloc((size_t)ncpus, sizeof(*t));
     if (!t)
         die("calloc");
-    for (int cpu = 1; cpu < last; cpu++)
+    for (int cpu = 1; cpu <= nspin; cpu++)
         if ((errno = pthread_create(&t[cpu], NULL, spinner, (void *)(intptr_t)cpu)) != 0)
             die("pthread_create");
-    while (atomic_load(&ready) < last - 1)
+    while (atomic_load(&ready) < nspin)
         sched_yield();
     return t;
 }
 
+/* Stops and joins the threads on CPUs first..last. */
 static void join_all(pthread_t *t, int first, int last)
 {
     atomic_store(&stop, 1);
-    for (int cpu = first; cpu < last; cpu++)
+    for (int cpu = first; cpu <= last; cpu++)
         pthread_join(t[cpu], NULL);
     free(t);
 }
@@ -141,8 +145,7 @@ static void run_ipi(double seconds)
     pin(0);
     if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0)
         die("membarrier register");
-    int last = ncpus >= 4 ? ncpus - 1 : ncpus;
-    pthread_t *t = start_spinners(last);
+    pthread_t *t = start_spinners();
     unsigned long ops = 0;
     double t0 = now(), end = t0 + seconds, t1;
     do {
@@ -150,9 +153,9 @@ static void run_ipi(double seconds)
             if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
                 die("membarrier");
     } while ((t1 = now()) < end);
-    join_all(t, 1, last);
+    join_all(t, 1, nspin);
     char extra[32];
-    snprintf(extra, sizeof(extra), " targets=%d", last - 1);
+    snprintf(extra, sizeof(extra), " targets=%d", nspin);
     report(ops, t1 - t0, extra);
 }
 
@@ -160,7 +163,7 @@ static void run_tlb(double seconds)
 {
     long page = sysconf(_SC_PAGESIZE);
     pin(0);
-    pthread_t *t = start_spinners(ncpus);
+    pthread_t *t = start_spinners();
     unsigned long ops = 0;
     double t0 = now(), end = t0 + seconds, t1;
     do {
@@ -174,7 +177,7 @@ static void run_tlb(double seconds)
                 die("munmap");
         }
     } while ((t1 = now()) < end);
-    join_all(t, 1, ncpus);
+    join_all(t, 1, nspin);
     report(ops, t1 - t0, "");
 }
 
@@ -223,8 +226,17 @@ static void run_ebizzy(double seconds)
     struct timespec nap = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
     while (nanosleep(&nap, &nap) != 0 && errno == EINTR)
         ;
-    join_all(t, 0, ncpus);
+    join_all(t, 0, ncpus - 1);
     report(atomic_load(&ebizzy_ops), now() - t0, "");
+}
+
+static void run_idle(double seconds)
+{
+    double t0 = now();
+    struct timespec nap = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&nap, &nap) != 0 && errno == EINTR)
+        ;
+    report(1, now() - t0, "");
 }
 
 /* Ping-pong: the token is 0 when the first thread's turn, 1 for the second's. */
@@ -285,15 +297,6 @@ static void run_pingpong(double seconds)
     report(ops, t1 - t0, "");
 }
 
-static void run_idle(double seconds)
-{
-    double t0 = now();
-    struct timespec nap = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&nap, &nap) != 0 && errno == EINTR)
-        ;
-    report(1, now() - t0, "");
-}
-
 static void run_vmcall(void)
 {
     unsigned int a, b, c, d;
@@ -320,7 +323,7 @@ static void run_vmcall(void)
 int main(int argc, char **argv)
 {
     if (argc != 3 && !(argc == 2 && strcmp(argv[1], "vmcall") == 0)) {
-        fprintf(stderr, "usage: pv-load ipi|tlb|tlb-sleep|ebizzy|pingpong|idle SECONDS\n"
+        fprintf(stderr, "usage: pv-load ipi|ipi-mask|tlb|tlb-sleep|ebizzy|pingpong|idle SECONDS\n"
                         "       pv-load vmcall\n");
         return 2;
     }
@@ -338,8 +341,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "pv-load: SECONDS must be a number in (0, 3600], not '%s'\n", argv[2]);
         return 2;
     }
+    nspin = ncpus - 1;
     if (strcmp(kind, "ipi") == 0)
         run_ipi(seconds);
+    else if (strcmp(kind, "ipi-mask") == 0) {
+        if (ncpus < 3) {
+            fprintf(stderr, "pv-load ipi-mask: needs three CPUs, the guest has %d\n", ncpus);
+            return 2;
+        }
+        nspin = ncpus - 2;
+        run_ipi(seconds);
+    }
     else if (strcmp(kind, "tlb") == 0 || strcmp(kind, "tlb-sleep") == 0)
         run_tlb(seconds);
     else if (strcmp(kind, "ebizzy") == 0)
@@ -349,8 +361,8 @@ int main(int argc, char **argv)
     else if (strcmp(kind, "idle") == 0)
         run_idle(seconds);
     else {
-        fprintf(stderr, "pv-load: unknown kind '%s' (ipi, tlb, tlb-sleep, ebizzy, pingpong, "
-                        "idle, vmcall)\n",
+        fprintf(stderr, "pv-load: unknown kind '%s' (ipi, ipi-mask, tlb, tlb-sleep, ebizzy, "
+                        "pingpong, idle, vmcall)\n",
                 kind);
         return 2;
     }

@@ -108,12 +108,12 @@ fn measured_cases() -> Vec<Case> {
             "0",
             "idle:3",
         ),
-        case("ipi_on", "boot=OVER", "0", "ipi:3"),
+        case("ipi_on", "boot=OVER", "0", "ipi-mask:3"),
         case(
             "ipi_off",
             &format!("boot=OVER,{}", kvm_pv_list(all - KvmFeatures::PV_SEND_IPI)),
             "0",
-            "ipi:3",
+            "ipi-mask:3",
         ),
         case("tlb_on", "boot=OVER", "host", "tlb:4,ebizzy:3"),
         case(
@@ -622,7 +622,7 @@ fn lab_features_guest_view_and_host_counters() {
     // (CALL_FUNCTION vector) are told from the guest's other IPIs; without tracefs,
     // hypercalls minus PV sched yields (directed_yield_attempted) stands in, with a lower
     // bound only (it includes every other PV IPI and KICK_CPU).
-    let ipi = |name: &str| Work::of(find(name), "ipi");
+    let ipi = |name: &str| Work::of(find(name), "ipi-mask");
     let (on, off) = (ipi("ipi_on"), ipi("ipi_off"));
     let multicasts = |w: &Work| match &w.send_ipi_icr {
         Some(icr) => icr.get(&ICR_CALL_FUNCTION).copied().unwrap_or(0),

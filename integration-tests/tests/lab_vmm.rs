@@ -83,8 +83,10 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
     let (vmm, _) = vmm_binaries();
     let script = repo_root().join("integration-tests/lab-cases/vmm-cases.sh");
     // The multicast-IPI load: with PV send-IPI each membarrier call is one SEND_IPI
-    // hypercall to the three other vCPUs. pv.idle keeps the VM up after the load's report.
-    let ipi_load = "pv.idle=1 -- /bin/pv-load ipi 3";
+    // hypercall to vCPUs 1 and 2 (ipi-mask leaves the last vCPU out: a multicast to all
+    // but self goes out as one APIC shorthand instead). pv.idle keeps the VM up after the
+    // load's report.
+    let ipi_load = "pv.idle=1 -- /bin/pv-load ipi-mask 3";
     let cases: [(&str, &str, &str); 9] = [
         ("default4", "boot=4", ipi_load),
         ("hyperv4", "boot=4,kvm_hyperv=on", ipi_load),
@@ -269,7 +271,7 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
         });
         let exits = c.stat("load_exits");
         println!(
-            "case {} under pv-load ipi: {ops} ops, hypercalls +{hypercalls} ({:.2}/op), exits +{exits} ({:.1}/op)",
+            "case {} under pv-load ipi-mask: {ops} ops, hypercalls +{hypercalls} ({:.2}/op), exits +{exits} ({:.1}/op)",
             c.name,
             hypercalls as f64 / ops.max(1) as f64,
             exits as f64 / ops.max(1) as f64,

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs inside the KVM lab's L1 (busybox sh) or directly on a bare-metal host (any POSIX sh):
 # boots the same kernel and initramfs under pv-vmm and under QEMU, interleaved (pv-vmm,
-# QEMU, pv-vmm, QEMU, ...), each run measured by scripts/bench/measure.c. Started by
+# QEMU, pv-vmm, QEMU, ...), each run measured by scripts/bench-lib/measure.c. Started by
 # scripts/bench-boot through scripts/lab/run.
 #
 # Usage: boot-in-l1.sh MEASURE PV_VMM QEMU KERNEL INITRD RUNS TIMEOUT

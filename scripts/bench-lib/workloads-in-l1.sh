@@ -1,0 +1,428 @@
+#!/bin/sh
+# Runs inside the KVM lab's L1 (busybox sh) or directly on a bare-metal host (any POSIX sh):
+# the guest workload benchmark of scripts/bench. For each round, each scenario, each VMM
+# configuration (interleaved: pv-vmm, QEMU, pv-vmm, QEMU, ...) it boots the VM(s), lets
+# every guest run the scenario's workloads (scripts/bench-lib/guest-init.sh: the guest
+# waits for 'go' before each workload), reads the KVM counters of every VM right before and
+# right after each workload, and sends everything back as one compressed blob per boot.
+# All parsing happens on the host (scripts/bench-lib/report.py).
+#
+# Usage: workloads-in-l1.sh PV_VMM PV_REMOTE QEMU QMP PV_LOAD KERNEL INITRD RUNS SECS TIMEOUT
+#                           SCENARIO=KIND[,KIND...] ...
+#   RUNS      rounds (every scenario and configuration once per round)
+#   SECS      seconds per workload run (pv.secs)
+#   TIMEOUT   limit in seconds for a guest to boot, and beyond SECS for each workload
+#   SCENARIO  overcommit2 | overcommit3 | oversub | dedicated, with the workloads to run
+#
+# Scenarios, N = this host's CPUs:
+#   overcommitK  K VMs at once, N vCPUs each (the seed's overcommit, scaled to this host)
+#   oversub      one VM with 2N vCPUs, and one busy loop on the host while the workloads run
+#   dedicated    one VM with N vCPUs, dedicated vs default, and the workloads on the host
+#                itself (no VM: the physical limit)
+#
+# Output (stdout):
+#   @@INFO <key>=<value>@@
+#   @@BOOT round=<r> scenario=<s> config=<c> result=ok|fail [reason=<text>] seconds=<s>@@
+#   @@BLOB <round>-<scenario>-<config> BEGIN@@, base64 of a tar.gz of the boot's files
+#   (serial logs, command lines, counter samples), @@BLOB END@@
+# Exit status: 0 when every boot ran every workload, 1 otherwise, 2 on a usage or setup error.
+set -u
+
+[ $# -ge 11 ] || {
+    echo "usage: $0 PV_VMM PV_REMOTE QEMU QMP PV_LOAD KERNEL INITRD RUNS SECS TIMEOUT SCENARIO=KINDS..." >&2
+    exit 2
+}
+pvvmm=$1 remote=$2 qemu=$3 qmp=$4 pvload=$5 kernel=$6 initrd=$7 runs=$8 secs=$9
+shift 9
+limit=$1
+shift
+
+for f in "$pvvmm" "$remote" "$qemu" "$qmp" "$pvload"; do
+    [ -x "$f" ] || { echo "workloads-in-l1: $f is not executable" >&2; exit 2; }
+done
+for f in "$kernel" "$initrd"; do
+    [ -r "$f" ] || { echo "workloads-in-l1: cannot read $f" >&2; exit 2; }
+done
+[ -c /dev/kvm ] || { echo "workloads-in-l1: no /dev/kvm" >&2; exit 2; }
+
+ncpus=$(grep -c '^processor' /proc/cpuinfo)
+echo "@@INFO inside_lab=${PV_LAB_INSIDE:-0}@@"
+echo "@@INFO kernel_release=$(uname -r)@@"
+echo "@@INFO cpus=$ncpus@@"
+echo "@@INFO cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)@@"
+echo "@@INFO kvm_module=$(cut -d' ' -f1 /proc/modules 2>/dev/null | grep -E '^kvm_(amd|intel)$' | head -n1)@@"
+echo "@@INFO mem_total_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)@@"
+echo "@@INFO qemu_version=$("$qemu" -version 2>/dev/null | head -n1 | tr -d '@')@@"
+echo "@@INFO pv_vmm_version=$("$pvvmm" --version 2>/dev/null | head -n1 | tr -d '@')@@"
+echo "@@INFO halt_poll_ns=$(cat /sys/module/kvm/parameters/halt_poll_ns 2>/dev/null)@@"
+
+# KVM's per-VM statistics in debugfs: the one source read the same way for both VMMs.
+if [ ! -d /sys/kernel/debug/kvm ]; then
+    mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+fi
+if [ -d /sys/kernel/debug/kvm ]; then
+    echo "@@INFO debugfs=yes@@"
+else
+    echo "@@INFO debugfs=no@@"
+fi
+
+# Per-thread counts from KVM's trace events, as histogram triggers (no trace buffer to
+# overflow), read before and after each workload. Each has an id (the sample file's suffix),
+# an event and the field it counts by:
+#   flush  kvm_pv_tlb_flush  need_flush_tlb: fires at each steal-time update of a guest with
+#                            PV TLB flush; 1 when the guest asked for a flush there
+#   exit   kvm_exit          exit_reason: every exit
+#   hc     kvm_hypercall     nr: every hypercall (10 send IPI, 11 sched yield, 5 kick)
+#   pvipi  kvm_hypercall     a3: the ICR value (vector) of each KVM_HC_SEND_IPI
+#   apic   kvm_apic          reg: APIC register writes (0x300 ICR: one per IPI sent)
+#   icr    kvm_apic          val: the value of each ICR write (vector, shorthand, destination)
+tracing=/sys/kernel/tracing
+[ -d "$tracing/events" ] || mount -t tracefs tracefs "$tracing" 2>/dev/null
+HIST_IDS="flush exit hc pvipi apic icr"
+hist_event() {
+    case "$1" in
+    flush) echo kvm_pv_tlb_flush ;;
+    exit) echo kvm_exit ;;
+    hc | pvipi) echo kvm_hypercall ;;
+    apic | icr) echo kvm_apic ;;
+    esac
+}
+hist_field() {
+    case "$1" in
+    flush) echo need_flush_tlb ;;
+    exit) echo exit_reason ;;
+    hc) echo nr ;;
+    pvipi) echo a3 ;;
+    apic) echo reg ;;
+    icr) echo val ;;
+    esac
+}
+hist_trigger() {
+    case "$1" in
+    pvipi) filter=' if nr == 10' ;;
+    apic) filter=' if rw == 1' ;;
+    icr) filter=' if rw == 1 && reg == 768' ;;
+    *) filter='' ;;
+    esac
+    echo "hist:keys=common_pid,$(hist_field "$1"):vals=hitcount:size=8192$filter"
+}
+# Appended (>>), never truncated: opening a trigger file with O_TRUNC removes every trigger
+# of the event, also other people's on a shared host.
+hist_add() {
+    hist_trigger "$1" >>"$tracing/events/kvm/$(hist_event "$1")/trigger" 2>/dev/null
+}
+hist_remove() {
+    echo "!$(hist_trigger "$1")" >>"$tracing/events/kvm/$(hist_event "$1")/trigger" 2>/dev/null
+}
+hists=""
+for id in $HIST_IDS; do
+    f=$tracing/events/kvm/$(hist_event "$id")
+    [ -w "$f/trigger" ] || continue
+    hist_remove "$id" # a leftover of an interrupted run
+    if hist_add "$id" && [ -r "$f/hist" ]; then
+        hists="$hists $id"
+    fi
+done
+echo "@@INFO trace_hists=${hists# }@@"
+# Empties the histograms: each boot starts from zero, so that they stay small.
+hist_reset() {
+    for id in $hists; do
+        hist_remove "$id"
+        hist_add "$id" || echo "workloads-in-l1: warning: re-adding the $id histogram failed" >&2
+    done
+}
+
+work=$(mktemp -d /tmp/bench-workloads.XXXXXX) || exit 2
+status=0
+hog=""
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+    [ -n "$hog" ] && kill "$hog" 2>/dev/null
+    for id in $hists; do
+        hist_remove "$id"
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
+
+# The guest kernel's command line (the same for both VMMs) for the workloads KINDS.
+cmdline_for() {
+    echo "console=ttyS0 quiet panic=-1 pv.bench=$1 pv.secs=$secs"
+}
+
+# Everything but the four features under test (PV TLB flush, PV send-IPI, PV sched yield,
+# PV unhalt): clocks, steal time, PV EOI, async PF stay as with 'all'.
+PV_OFF_LIST='[clocksource,nop_io_delay,clocksource2,async_pf,steal_time,pv_eoi,async_pf_vmexit,poll_control,async_pf_int,msi_ext_dest_id,clocksource_stable]'
+QEMU_OFF_FLAGS='kvm-pv-tlb-flush=off,kvm-pv-ipi=off,kvm-pv-sched-yield=off,kvm-pv-unhalt=off'
+
+# start_vm DIR INDEX CONFIG VCPUS KINDS: starts one VMM in the background; sets vm_pid_<i>.
+start_vm() {
+    d=$1 i=$2 cfg=$3 n=$4 kinds=$5
+    fifo=$d/vm$i.in
+    mkfifo "$fifo"
+    # A writer that stays open, so the VMM's stdin never sees EOF between our lines.
+    eval "exec $((i + 2))<>\"\$fifo\""
+    sock=$d/vm$i.sock
+    append=$(cmdline_for "$kinds")
+    case "$cfg" in
+    pv-vmm-*)
+        case "$cfg" in
+        pv-vmm-on | pv-vmm-default) cpus="boot=$n" ;;
+        pv-vmm-off) cpus="boot=$n,kvm_pv=$PV_OFF_LIST" ;;
+        pv-vmm-dedicated) cpus="boot=$n,dedicated=on" ;;
+        esac
+        set -- "$pvvmm" --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" \
+            --memory size=512M --serial tty --cmdline "$append" --api-socket "path=$sock"
+        ;;
+    qemu-*)
+        extra=""
+        case "$cfg" in
+        qemu-on | qemu-default) cpu=host ;;
+        qemu-off) cpu="host,$QEMU_OFF_FLAGS" ;;
+        qemu-dedicated) cpu="host,kvm-hint-dedicated=on" extra="cpu-pm=on" ;;
+        esac
+        set -- "$qemu" -nodefaults -no-user-config -enable-kvm -cpu "$cpu" -smp "$n" -m 512M \
+            -kernel "$kernel" -initrd "$initrd" -append "$append" -nographic -serial stdio \
+            -monitor none -no-reboot -qmp "unix:$sock,server=on,wait=off"
+        [ -n "$extra" ] && set -- "$@" -overcommit "$extra"
+        ;;
+    esac
+    # The command line as run, one argument per line (for the report).
+    printf '%s\n' "$@" >"$d/vm$i.cmd"
+    "$@" <"$fifo" >"$d/vm$i.log" 2>"$d/vm$i.err" &
+    eval "vm_pid_$i=\$!"
+}
+
+pid_of() { eval "echo \$vm_pid_$1"; }
+
+# sample DIR INDEX CONFIG TAG: the counters of VM INDEX now, into DIR/TAG.vmINDEX.*.
+sample() {
+    d=$1 i=$2 cfg=$3 tag=$4
+    p=$(pid_of "$i")
+    f=$d/$tag.vm$i
+    now_cs >"$f.t"
+    for dir in /sys/kernel/debug/kvm/"$p"-*; do
+        [ -d "$dir" ] && grep -H . "$dir"/* >"$f.debugfs" 2>/dev/null
+    done
+    # The VMM's threads with their names (vcpu0 for pv-vmm, 'CPU 0/KVM' for QEMU).
+    grep -H . /proc/"$p"/task/*/comm >"$f.tasks" 2>/dev/null
+    tids=$(cd "/proc/$p/task" 2>/dev/null && echo * | tr ' ' '|')
+    for id in $hists; do
+        # The trigger line proves the histogram was there (no lines then means no events);
+        # two histograms of one event differ by their field.
+        field=$(hist_field "$id")
+        grep -E "^# trigger info: hist:keys=common_pid,$field:|common_pid: *(${tids%|}), $field:" \
+            "$tracing/events/kvm/$(hist_event "$id")/hist" >"$f.$id" 2>/dev/null
+    done
+    case "$cfg" in
+    pv-vmm-*) "$remote" --api-socket "$d/vm$i.sock" counters >"$f.api.json" 2>"$f.api.err" ;;
+    qemu-*)
+        "$qmp" "$d/vm$i.sock" \
+            '{"execute":"query-stats","arguments":{"target":"vcpu","providers":[{"provider":"kvm"}]}}' \
+            '{"execute":"query-stats","arguments":{"target":"vm","providers":[{"provider":"kvm"}]}}' \
+            '{"execute":"query-cpus-fast"}' >"$f.qmp.json" 2>"$f.qmp.err"
+        ;;
+    esac
+}
+
+# One boot: run_boot ROUND SCENARIO CONFIG KINDS NVMS VCPUS. Sets boot_result.
+run_boot() {
+    round=$1 scen=$2 cfg=$3 kinds=$4 nvms=$5 vcpus=$6
+    d=$work/$round-$scen-$cfg
+    mkdir -p "$d"
+    t_boot=$(now_cs)
+    boot_result=ok
+    {
+        echo "round=$round"
+        echo "scenario=$scen"
+        echo "config=$cfg"
+        echo "vms=$nvms"
+        echo "vcpus=$vcpus"
+        echo "host_cpus=$ncpus"
+        echo "secs=$secs"
+        echo "kinds=$kinds"
+    } >"$d/meta"
+    hist_reset
+    i=1
+    while [ "$i" -le "$nvms" ]; do
+        start_vm "$d" "$i" "$cfg" "$vcpus" "$kinds"
+        i=$((i + 1))
+    done
+    wait_limit=$limit
+    for kind in $(echo "$kinds" | tr ',' ' '); do
+        # Every guest ready for this workload?
+        t0=$(now_cs)
+        while :; do
+            ready=0 i=1
+            while [ "$i" -le "$nvms" ]; do
+                if grep -q "@@BENCH-READY $kind@@" "$d/vm$i.log"; then
+                    ready=$((ready + 1))
+                elif ! kill -0 "$(pid_of "$i")" 2>/dev/null; then
+                    boot_result="fail reason=vm$i-exited-before-$kind"
+                fi
+                i=$((i + 1))
+            done
+            [ "$boot_result" = ok ] || break
+            [ "$ready" -eq "$nvms" ] && break
+            if [ $(($(now_cs) - t0)) -ge $((wait_limit * 100)) ]; then
+                boot_result="fail reason=not-ready-for-$kind-after-${wait_limit}s"
+                break
+            fi
+            sleep 0.1
+        done
+        [ "$boot_result" = ok ] || break
+        if [ "$scen" = oversub ] && [ -z "$hog" ]; then
+            # The host CPU hog: a busy loop competing with the vCPUs.
+            sh -c 'while :; do :; done' &
+            hog=$!
+        fi
+        i=1
+        while [ "$i" -le "$nvms" ]; do
+            sample "$d" "$i" "$cfg" "$kind.before"
+            i=$((i + 1))
+        done
+        i=1
+        while [ "$i" -le "$nvms" ]; do
+            echo go >"$d/vm$i.in"
+            i=$((i + 1))
+        done
+        # Each guest's counters as soon as its workload is done.
+        t0=$(now_cs) pending=$nvms
+        i=1
+        while [ "$i" -le "$nvms" ]; do
+            eval "done_$i=no"
+            i=$((i + 1))
+        done
+        while [ "$pending" -gt 0 ]; do
+            i=1
+            while [ "$i" -le "$nvms" ]; do
+                if [ "$(eval "echo \$done_$i")" = no ]; then
+                    if grep -q "@@BENCH-DONE $kind " "$d/vm$i.log"; then
+                        sample "$d" "$i" "$cfg" "$kind.after"
+                        eval "done_$i=yes"
+                        pending=$((pending - 1))
+                    elif ! kill -0 "$(pid_of "$i")" 2>/dev/null; then
+                        boot_result="fail reason=vm$i-exited-during-$kind"
+                    fi
+                fi
+                i=$((i + 1))
+            done
+            [ "$boot_result" = ok ] || break
+            [ "$pending" -eq 0 ] && break
+            if [ $(($(now_cs) - t0)) -ge $(((secs + limit) * 100)) ]; then
+                boot_result="fail reason=$kind-not-done-after-$((secs + limit))s"
+                break
+            fi
+            sleep 0.1
+        done
+        [ "$boot_result" = ok ] || break
+        wait_limit=$((limit + secs))
+    done
+    if [ -n "$hog" ]; then
+        kill "$hog" 2>/dev/null
+        wait "$hog" 2>/dev/null
+        hog=""
+    fi
+    # The guests power off once told so after the last workload; give them a moment.
+    if [ "$boot_result" = ok ]; then
+        i=1
+        while [ "$i" -le "$nvms" ]; do
+            echo go >"$d/vm$i.in"
+            i=$((i + 1))
+        done
+    fi
+    i=1
+    while [ "$i" -le "$nvms" ]; do
+        p=$(pid_of "$i")
+        t0=$(now_cs)
+        while kill -0 "$p" 2>/dev/null; do
+            if [ "$boot_result" != ok ] || [ $(($(now_cs) - t0)) -ge 6000 ]; then
+                kill -KILL "$p" 2>/dev/null
+                break
+            fi
+            sleep 0.1
+        done
+        wait "$p" 2>/dev/null
+        echo "$?" >"$d/vm$i.exit"
+        eval "exec $((i + 2))>&-"
+        rm -f "$d/vm$i.in" "$d/vm$i.sock"
+        i=$((i + 1))
+    done
+    seconds=$(($(now_cs) - t_boot))
+    seconds=$((seconds / 100)).$(printf '%02d' $((seconds % 100)))
+    echo "result=$boot_result" >>"$d/meta"
+    echo "@@BOOT round=$round scenario=$scen config=$cfg result=$boot_result seconds=$seconds@@"
+    emit "$d" "$round-$scen-$cfg"
+    [ "$boot_result" = ok ] || status=1
+}
+
+# The workloads on this host itself, no VM: the physical limit of the dedicated scenario.
+run_bare() {
+    round=$1 scen=$2 kinds=$3
+    d=$work/$round-$scen-bare
+    mkdir -p "$d"
+    t_boot=$(now_cs)
+    boot_result=ok
+    {
+        echo "round=$round"
+        echo "scenario=$scen"
+        echo "config=bare"
+        echo "vms=0"
+        echo "vcpus=$ncpus"
+        echo "host_cpus=$ncpus"
+        echo "secs=$secs"
+        echo "kinds=$kinds"
+    } >"$d/meta"
+    for kind in $(echo "$kinds" | tr ',' ' '); do
+        echo "$pvload $kind $secs" >>"$d/bare.cmd"
+        "$pvload" "$kind" "$secs" >>"$d/bare.log" 2>&1 || boot_result="fail reason=pv-load-$kind-failed"
+    done
+    seconds=$(($(now_cs) - t_boot))
+    seconds=$((seconds / 100)).$(printf '%02d' $((seconds % 100)))
+    echo "result=$boot_result" >>"$d/meta"
+    echo "@@BOOT round=$round scenario=$scen config=bare result=$boot_result seconds=$seconds@@"
+    emit "$d" "$round-$scen-bare"
+    [ "$boot_result" = ok ] || status=1
+}
+
+emit() {
+    echo "@@BLOB $2 BEGIN@@"
+    tar -C "$1" -czf - . | base64
+    echo "@@BLOB END@@"
+    rm -rf "$1"
+}
+
+round=1
+while [ "$round" -le "$runs" ]; do
+    for spec in "$@"; do
+        scen=${spec%%=*} kinds=${spec#*=}
+        case "$scen" in
+        overcommit[0-9])
+            for cfg in pv-vmm-on qemu-on pv-vmm-off qemu-off; do
+                run_boot "$round" "$scen" "$cfg" "$kinds" "${scen#overcommit}" "$ncpus"
+            done
+            ;;
+        oversub)
+            for cfg in pv-vmm-on qemu-on pv-vmm-off qemu-off; do
+                run_boot "$round" "$scen" "$cfg" "$kinds" 1 $((2 * ncpus))
+            done
+            ;;
+        dedicated)
+            for cfg in pv-vmm-default qemu-default pv-vmm-dedicated qemu-dedicated; do
+                run_boot "$round" "$scen" "$cfg" "$kinds" 1 "$ncpus"
+            done
+            run_bare "$round" "$scen" "$kinds"
+            ;;
+        *)
+            echo "workloads-in-l1: unknown scenario '$scen'" >&2
+            exit 2
+            ;;
+        esac
+    done
+    round=$((round + 1))
+done
+exit $status
