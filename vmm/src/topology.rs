@@ -1,11 +1,15 @@
 //! Per-vCPU CPUID adjustments on top of the host's supported list: the APIC id and logical
 //! processor count (leaf 1), the x2APIC topology leaves (0xb, 0x1f), cores per package
-//! (leaf 4), and the hypervisor-present bit. The KVM leaves come afterwards from the glue.
+//! (leaf 4), and the hypervisor-present bit; and the one base-leaf feature KVM emulates but
+//! older kernels leave out of `KVM_GET_SUPPORTED_CPUID`, the TSC-deadline timer. The KVM
+//! leaves come afterwards from the glue.
 
 use kvm_bindings::CpuId;
 
 /// CPUID.1:ECX bit 31: running under a hypervisor.
 const HYPERVISOR_BIT: u32 = 1 << 31;
+/// CPUID.1:ECX bit 24: the local APIC timer has TSC-deadline mode.
+const TSC_DEADLINE_BIT: u32 = 1 << 24;
 /// CPUID.1:EDX bit 28: HTT (the logical processor count field is valid).
 const HTT_BIT: u32 = 1 << 28;
 /// Level types of leaves 0xb/0x1f.
@@ -35,6 +39,26 @@ fn bits_for(n: u32) -> u32 {
     } else {
         32 - (n - 1).leading_zeros()
     }
+}
+
+/// Sets CPUID.1:ECX.TSC_DEADLINE in `cpuid` (the host's supported list); returns whether
+/// leaf 1 was there to carry it.
+///
+/// KVM emulates the TSC-deadline mode of its in-kernel local APIC wherever it reports
+/// `KVM_CAP_TSC_DEADLINE_TIMER`, but kernels older than its 2024-12 change (9be4ec35d668)
+/// do not say so in `KVM_GET_SUPPORTED_CPUID`: the VMM sets the bit itself, as QEMU and
+/// Cloud Hypervisor do. Call it only with that capability and an in-kernel irqchip. Without the bit a Linux
+/// guest runs its local APIC timer in one-shot mode, registers the PIT as its tick
+/// broadcast device and then sends timer-broadcast IPIs (vector 0xec) between vCPUs.
+pub fn advertise_tsc_deadline(cpuid: &mut CpuId) -> bool {
+    let mut found = false;
+    for entry in cpuid.as_mut_slice() {
+        if entry.function == 0x1 {
+            entry.ecx |= TSC_DEADLINE_BIT;
+            found = true;
+        }
+    }
+    found
 }
 
 /// Adjusts `cpuid` (a copy of the host's supported list) for the vCPU with `apic_id`.
@@ -86,6 +110,28 @@ mod tests {
             ..Default::default()
         };
         CpuId::from_entries(&[e(1, 0), e(4, 0), e(0xb, 0), e(0xb, 1), e(0xb, 2)]).expect("cpuid")
+    }
+
+    #[test]
+    fn tsc_deadline_goes_to_leaf_1_only() {
+        let mut c = cpuid();
+        assert!(advertise_tsc_deadline(&mut c));
+        let s = c.as_slice();
+        assert_ne!(s[0].ecx & TSC_DEADLINE_BIT, 0);
+        assert!(s[1..].iter().all(|e| e.ecx & TSC_DEADLINE_BIT == 0));
+        // Leaf 1's other bits are kept.
+        assert_eq!(s[0].ebx, 0x800);
+    }
+
+    #[test]
+    fn tsc_deadline_without_leaf_1_says_so() {
+        let mut c = CpuId::from_entries(&[kvm_cpuid_entry2 {
+            function: 4,
+            ..Default::default()
+        }])
+        .expect("cpuid");
+        assert!(!advertise_tsc_deadline(&mut c));
+        assert_eq!(c.as_slice()[0].ecx, 0);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use hypervisor_glue::hooks::HookError;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Cap, Kvm, VmFd};
 use pv_features::config::EffectivePv;
 use pv_features::cpuid::CpuidBlocks;
 use pv_features::cpuid::KvmFeatures;
@@ -44,7 +44,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::devices::{self, IrqTrigger, PioBus, SharedSerial};
 use crate::exit_counters::VmmExits;
 use crate::seccomp::Filters;
-use crate::topology::{patch_vcpu_cpuid, Topology};
+use crate::topology::{advertise_tsc_deadline, patch_vcpu_cpuid, Topology};
 use crate::vcpu::{self, Event, MsrRead, VcpuShared};
 use crate::{acpi, boot, layout};
 
@@ -201,9 +201,20 @@ impl RunningVm {
         )?;
         boot::write_boot_tables(&mem, &entry)?;
 
-        let supported = kvm
+        let mut supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        // The in-kernel LAPIC (KVM_CREATE_IRQCHIP above) emulates TSC-deadline mode where
+        // KVM has the capability; older kernels (6.1 in the lab) leave the bit out of the
+        // supported list, so it is added here, before any vCPU's CPUID is set.
+        if !kvm.check_extension(Cap::TscDeadlineTimer) {
+            log::warn!(
+                "the host's KVM lacks KVM_CAP_TSC_DEADLINE_TIMER: the guest's local APIC \
+                 timer has no TSC-deadline mode"
+            );
+        } else if !advertise_tsc_deadline(&mut supported) {
+            log::warn!("the host's CPUID has no leaf 1: TSC-deadline timer not advertised");
+        }
         let vm_stats = open_stats(&vm, "the VM");
         let mut vcpus = Vec::with_capacity(spec.vcpus as usize);
         let mut vcpu_stats = Vec::with_capacity(spec.vcpus as usize);
