@@ -1045,9 +1045,9 @@ def explain(t, emulated):
     if ours is not None and ours >= 0.1 and (theirs is None or ours > 2 * theirs):
         out.append(
             f"pv-vmm's guest also sent up to {fmt(ours)} timer-broadcast IPIs (LOCAL_TIMER vector) per operation here, "
-            f"QEMU's {fmt(theirs)}: pv-vmm's guest runs its LAPIC timer without the TSC-deadline mode (pv-vmm does not "
-            f"advertise it) and has the PIT as its broadcast device, so vCPU 0 wakes idle vCPUs for their timers with "
-            f"IPIs; QEMU's guest has the TSC-deadline timer and the HPET (see \"What the guests saw\")."
+            f"QEMU's {fmt(theirs)}: a guest that ticks through a broadcast device (its local APIC timer without "
+            f"TSC-deadline mode) wakes idle vCPUs for their timers with these IPIs; each guest's tick devices are under "
+            f"\"What the guests saw\"."
         )
     return " ".join(out)
 
