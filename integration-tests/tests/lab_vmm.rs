@@ -370,12 +370,17 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
         dump(r)
     );
 
-    // A triple fault ends pv-vmm with status 1 and one line naming it.
+    // A triple fault ends pv-vmm with status 1 and one line naming it, with where the
+    // vCPU stopped (the state the next unexplained triple fault is diagnosed from).
     let t = find("triple");
     assert_eq!(t.stats.get("vmm_exit"), Some(&1), "{}", dump(t));
     let last = t.vmm_log.last().map(String::as_str).unwrap_or_default();
     assert!(
-        last.starts_with("pv-vmm: error: ") && last.contains("triple-faulted"),
+        last.starts_with("pv-vmm: error: ")
+            && last.contains("triple-faulted")
+            && last.contains(" rip 0x")
+            && last.contains(" cr3 0x")
+            && !last.contains("unavailable"),
         "{}",
         dump(t)
     );

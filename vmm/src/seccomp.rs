@@ -69,7 +69,8 @@ pub enum ThreadKind {
     Vmm,
     /// The API server (hyper on a current-thread tokio runtime).
     Api,
-    /// A vCPU thread: `KVM_RUN`, port I/O to the devices, `KVM_GET_MSRS` when asked.
+    /// A vCPU thread: `KVM_RUN`, port I/O to the devices, `KVM_GET_MSRS` when asked,
+    /// `KVM_GET_REGS`/`KVM_GET_SREGS` on a triple fault.
     Vcpu,
     /// The thread that turns SIGINT/SIGTERM into events.
     Signals,
@@ -225,8 +226,9 @@ const VMM_IOCTLS: &[u64] = &[
     FIOCLEX,
 ];
 
-/// A vCPU thread runs the vCPU and reads its steal-time MSR; nothing else.
-const VCPU_IOCTLS: &[u64] = &[KVM_RUN, KVM_GET_MSRS];
+/// A vCPU thread runs the vCPU and reads its steal-time MSR; on a triple fault it reads its
+/// registers for the message. Nothing else.
+const VCPU_IOCTLS: &[u64] = &[KVM_RUN, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS];
 
 /// The API thread only sets sockets non-blocking.
 const API_IOCTLS: &[u64] = &[FIONBIO, FIOCLEX];

@@ -216,7 +216,8 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
             Ok(VcpuExit::Intr) => {}
             Ok(VcpuExit::Shutdown) => {
                 send(fatal(format!(
-                    "vCPU {id}: the guest triple-faulted (KVM_EXIT_SHUTDOWN)"
+                    "vCPU {id}: the guest triple-faulted (KVM_EXIT_SHUTDOWN); {}",
+                    shutdown_state(vcpu)
                 )));
                 return;
             }
@@ -475,6 +476,38 @@ pub fn stop_all(shared: &VcpuShared, threads: Vec<JoinHandle<()>>) {
             log::error!("a vCPU thread panicked");
         }
     }
+}
+
+/// The vCPU's state where it stopped, for the triple-fault message: where it ran, its paging
+/// and mode, and the descriptor tables the failed exception delivery used. A state KVM will
+/// not give is named instead.
+fn shutdown_state(vcpu: &VcpuFd) -> String {
+    let regs = match vcpu.get_regs() {
+        Ok(r) => format!("rip {:#x} rsp {:#x} rflags {:#x}", r.rip, r.rsp, r.rflags),
+        Err(e) => format!("registers unavailable ({e})"),
+    };
+    let sregs = match vcpu.get_sregs() {
+        Ok(s) => format!(
+            "cs {:#x} (base {:#x}, l {}) cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} \
+             idt {:#x}+{:#x} gdt {:#x}+{:#x} tr {:#x} interrupt_bitmap {:x?}",
+            s.cs.selector,
+            s.cs.base,
+            s.cs.l,
+            s.cr0,
+            s.cr2,
+            s.cr3,
+            s.cr4,
+            s.efer,
+            s.idt.base,
+            s.idt.limit,
+            s.gdt.base,
+            s.gdt.limit,
+            s.tr.selector,
+            s.interrupt_bitmap
+        ),
+        Err(e) => format!("special registers unavailable ({e})"),
+    };
+    format!("{regs}; {sregs}")
 }
 
 #[cfg(test)]
