@@ -141,6 +141,8 @@ pub struct GuestReport {
     pub hypercalls: Vec<HypercallResult>,
     /// `@@PORTS ...@@`.
     pub ports: BTreeMap<String, u64>,
+    /// `@@STRING-OUT ...@@`: the line the guest wrote to COM1 with one `rep outsb`.
+    pub string_out: Option<String>,
     /// `@@MMIO ...@@` (32-bit phase).
     pub mmio: BTreeMap<String, u64>,
     /// `@@MMIO64 ...@@` (64-bit phase; its counts include the 32-bit phase's).
@@ -243,6 +245,10 @@ pub fn parse_guest<S: AsRef<str>>(lines: &[S]) -> GuestReport {
                 .map(|h| report.hypercalls.push(h))
                 .is_some(),
             "PORTS" => fields(rest).map(|f| report.ports = f).is_some(),
+            "STRING-OUT" => {
+                report.string_out = Some(rest.to_owned());
+                true
+            }
             "MMIO" => fields(rest).map(|f| report.mmio = f).is_some(),
             "MMIO64" => fields(rest).map(|f| report.mmio64 = f).is_some(),
             "LONG-MODE" => {
@@ -434,7 +440,8 @@ mod tests {
 @@HC 32 0000000a 00000000 00000001 ffffffe0 000000f0 00000001@@
 @@HC 64 000000000000000a 0000000000000001 0000000000000000 0000000100000000 00000000000000f0 0000000000000001@@
 @@HC 64 0000000000000009 00000000001061c0 0000000000000000 0000000000000000 0000000000000000 ffffffffffffffa1@@
-@@PORTS swept=000007da not_ones=00000000 first_bad=00000000 wide_string_not_ones=00000000 string_ops=00000002@@
+@@STRING-OUT one rep outsb, every byte@@
+@@PORTS swept=000007da not_ones=00000000 first_bad=00000000 wide_string_not_ones=00000000 cmos_string=80808080 string_ops=00000004@@
 @@MMIO accesses=00000012 not_ones=00000000@@
 @@LONG-MODE@@
 @@MMIO64 accesses=00000014 not_ones=00000000@@
@@ -470,6 +477,8 @@ mod tests {
         assert!(!r.hypercalls[0].call.long_mode && r.hypercalls[1].call.long_mode);
         assert_eq!(r.hypercalls[1].call.args[2], 1 << 32);
         assert_eq!(r.ports.get("swept"), Some(&0x7da));
+        assert_eq!(r.ports.get("cmos_string"), Some(&0x8080_8080));
+        assert_eq!(r.string_out.as_deref(), Some("one rep outsb, every byte"));
         assert!(r.long_mode);
         let done = r.done.expect("done");
         assert_eq!(done.count("hypercalls"), 0x134);

@@ -77,6 +77,30 @@ impl PioBus {
         }
     }
 
+    /// Handles one `KVM_EXIT_IO` read: `data` holds `data.len() / size` elements of `size`
+    /// bytes (more than one for a string instruction, `rep ins`), each read from `port`
+    /// in turn as the CPU would. A `size` of 0, or one that does not divide the data, is
+    /// taken as a single access of the whole data.
+    pub fn read_elements(&self, port: u16, data: &mut [u8], size: usize) {
+        match size {
+            0 => self.read(port, data),
+            _ if data.len() % size != 0 => self.read(port, data),
+            _ => data.chunks_mut(size).for_each(|e| self.read(port, e)),
+        }
+    }
+
+    /// Handles one `KVM_EXIT_IO` write of `data.len() / size` elements (more than one for
+    /// `rep outs`), each written to `port` in turn; the first element that asks the VMM
+    /// for something (power off, reset) ends it, and the rest are not written. `size`
+    /// as in [`PioBus::read_elements`].
+    pub fn write_elements(&self, port: u16, data: &[u8], size: usize) -> Option<VmRequest> {
+        match size {
+            0 => self.write(port, data),
+            _ if data.len() % size != 0 => self.write(port, data),
+            _ => data.chunks(size).find_map(|e| self.write(port, e)),
+        }
+    }
+
     /// Handles a guest read of `data.len()` bytes from `port`.
     pub fn read(&self, port: u16, data: &mut [u8]) {
         data.fill(0xff);
@@ -304,6 +328,60 @@ mod tests {
         let mut high = [0u8];
         bus.read(acpi::PM1A_EVT_PORT + 3, &mut high);
         assert_eq!(high, [0x01]);
+    }
+
+    #[test]
+    fn string_output_writes_every_element() {
+        let (bus, out) = bus();
+        // rep outsb of 4 bytes to the serial port: one exit, four characters.
+        assert_eq!(bus.write_elements(COM1_PORT, b"abcd", 1), None);
+        // A single 16-bit out to the same port: one access, its low byte.
+        assert_eq!(bus.write_elements(COM1_PORT, b"ef", 2), None);
+        assert_eq!(lock(&out).as_slice(), b"abcde");
+    }
+
+    #[test]
+    fn string_input_reads_every_element() {
+        let (bus, _) = bus();
+        // rep insw of 3 words from PM1a control: each element is the register itself.
+        let mut words = [0u8; 6];
+        bus.read_elements(acpi::PM1A_CNT_PORT, &mut words, 2);
+        let sci = acpi::PM1_SCI_EN.to_le_bytes();
+        assert_eq!(words, [sci[0], sci[1], sci[0], sci[1], sci[0], sci[1]]);
+        // rep insb of 3 bytes from the CMOS data port: the same register three times.
+        bus.write(CMOS_INDEX_PORT, &[0x0d]);
+        let mut bytes = [0u8; 3];
+        bus.read_elements(CMOS_DATA_PORT, &mut bytes, 1);
+        assert_eq!(bytes, [cmos_read(0x0d); 3]);
+    }
+
+    #[test]
+    fn string_output_stops_at_a_request() {
+        let (bus, out) = bus();
+        // The reset port's value, then serial-bound bytes that must not be written after.
+        assert_eq!(
+            bus.write_elements(acpi::RESET_PORT, &[acpi::RESET_VALUE, b'x'], 1),
+            Some(VmRequest::Reset)
+        );
+        assert_eq!(
+            bus.write_elements(COM1_PORT, b"y", 1),
+            None,
+            "the bus still works"
+        );
+        assert_eq!(lock(&out).as_slice(), b"y");
+    }
+
+    #[test]
+    fn string_io_with_odd_geometry_is_one_access() {
+        let (bus, out) = bus();
+        // Size 0 or one that does not divide the data (never from KVM): one access.
+        assert_eq!(bus.write_elements(COM1_PORT, b"gh", 0), None);
+        assert_eq!(bus.write_elements(COM1_PORT, b"ijk", 2), None);
+        assert_eq!(lock(&out).as_slice(), b"gi");
+        let mut data = [0u8; 3];
+        bus.read_elements(0xcfc, &mut data, 2);
+        assert_eq!(data, [0xff; 3]);
+        bus.read_elements(0xcfc, &mut [], 4);
     }
 
     #[test]

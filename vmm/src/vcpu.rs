@@ -174,13 +174,19 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
             _ => eagain_streak = 0,
         }
         match exit {
-            Ok(VcpuExit::IoOut(port, data)) => {
-                if let Some(request) = shared.bus.write(port, data) {
+            // kvm-ioctls hands over the data of all elements of a string instruction (`rep
+            // ins`/`outs`) as one slice; the devices take them one element at a time.
+            Ok(VcpuExit::IoOut(port, _)) => {
+                let (size, data) = io_elements(vcpu);
+                if let Some(request) = shared.bus.write_elements(port, data, size) {
                     send(Event::Request(generation, request));
                     return;
                 }
             }
-            Ok(VcpuExit::IoIn(port, data)) => shared.bus.read(port, data),
+            Ok(VcpuExit::IoIn(port, _)) => {
+                let (size, data) = io_elements(vcpu);
+                shared.bus.read_elements(port, data, size);
+            }
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 log::trace!("vCPU {id}: unhandled MMIO read {addr:#x}");
                 data.fill(0xff);
@@ -476,6 +482,24 @@ pub fn stop_all(shared: &VcpuShared, threads: Vec<JoinHandle<()>>) {
             log::error!("a vCPU thread panicked");
         }
     }
+}
+
+/// The element size and the data of the `KVM_EXIT_IO` the vCPU just returned with: `count`
+/// elements of `size` bytes (`count` > 1 for a string instruction). Call it only right
+/// after `KVM_RUN` returned `VcpuExit::IoIn`/`IoOut`.
+fn io_elements(vcpu: &mut VcpuFd) -> (usize, &mut [u8]) {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: the exit reason is KVM_EXIT_IO (the caller matched IoIn/IoOut), so the kernel
+    // filled the `io` member of the exit union; it is plain integers.
+    let io = unsafe { run.__bindgen_anon_1.io };
+    let len = usize::from(io.size) * io.count as usize;
+    let base = (run as *mut kvm_bindings::kvm_run).cast::<u8>();
+    // SAFETY: for KVM_EXIT_IO the kernel places the `count * size` data bytes at
+    // `data_offset` inside this vCPU's kvm_run mapping (the page after the structure), which
+    // lives as long as the VcpuFd borrowed here; kvm-ioctls builds the same slice for
+    // VcpuExit::IoIn/IoOut, which no longer exists at this point.
+    let data = unsafe { std::slice::from_raw_parts_mut(base.add(io.data_offset as usize), len) };
+    (usize::from(io.size), data)
 }
 
 /// The vCPU's state where it stopped, for the triple-fault message: where it ran, its paging

@@ -12,7 +12,7 @@
  *      hypercalls with extreme arguments (SEND_IPI bitmaps, APIC ids and ICRs,
  *      CLOCK_PAIRING addresses, KICK_CPU, SCHED_YIELD, MAP_GPA_RANGE);
  *   4. a sweep of unclaimed I/O ports (written, read back: all ones), wide and string
- *      accesses;
+ *      accesses, then string accesses to the CMOS and COM1 (every element must count);
  *   5. MMIO to unbacked guest-physical addresses (written, read back: all ones);
  * then long mode (its own identity map of 4 GiB), and:
  *   6. the hypercall sweep and extremes again with 64-bit arguments;
@@ -335,6 +335,23 @@ port_sweep32:
     decl %ecx
     jnz 5b
 
+    /* String accesses to devices that are there, whose every element must reach them
+     * (pv-vmm once passed only the first): one rep insb of 4 bytes from the CMOS data
+     * port with status register D selected (0x80 each), one rep outsb of a whole line to
+     * COM1. Not counted in io_out and io_in either; the index write is. */
+    movl $0x70, %edx
+    movb $0x0d, %al
+    outb %al, %dx
+    incl io_out
+    movl $0x71, %edx
+    movl $cmos_string, %edi
+    movl $4, %ecx
+    rep insb
+    movl $0x3f8, %edx
+    movl $serial_string, %esi
+    movl $(serial_string_end - serial_string), %ecx
+    rep outsb
+
     PRINT "@@PORTS swept="
     HEX32 ports_swept
     PRINT " not_ones="
@@ -343,7 +360,9 @@ port_sweep32:
     HEX32 first_bad_port
     PRINT " wide_string_not_ones="
     HEX32 wide_not_ones
-    PRINT " string_ops=00000002@@\n"
+    PRINT " cmos_string="
+    HEX32 cmos_string
+    PRINT " string_ops=00000004@@\n"
     ret
 
 check_ones32:
@@ -722,6 +741,9 @@ claimed_ports_end:
 
 string_out:
     .ascii "hostile-string!!"
+serial_string:
+    .ascii "@@STRING-OUT one rep outsb, every byte@@\n"
+serial_string_end:
 kick_word:
     .asciz "kick_ap"
 
@@ -758,6 +780,7 @@ use_vmmcall: .byte 0
 kick_ap: .byte 0
     .balign 8
 string_in: .skip 16
+cmos_string: .skip 4
     .balign 4096
 pml4: .skip 4096
 pdpt: .skip 4096
