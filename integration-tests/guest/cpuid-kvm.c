@@ -12,6 +12,8 @@
  *   @@CPUID-HV max=0x40000005 interface=Hv#1 vendor=Linux KVM Hv@@
  *   @@CPUID-HV max=0x40000001 interface=.~.. vendor=KVMKVMKVM...@@
  *
+ * First of all, leaf 1's ECX and EDX: "@@CPUID-1 ecx=0x... edx=0x...@@".
+ *
  * Static, no libc needed beyond printf.
  */
 #include <cpuid.h>
@@ -36,6 +38,10 @@ int main(void)
 {
     unsigned int r[4];
     char vendor[13], interface[5], sig[12];
+
+    /* Leaf 1's feature words (ECX bit 24: TSC-deadline timer, bit 31: hypervisor). */
+    leaf(1, r);
+    printf("@@CPUID-1 ecx=0x%08x edx=0x%08x@@\n", r[2], r[3]);
 
     leaf(0x40000000, r);
     unsigned int max0 = r[0];

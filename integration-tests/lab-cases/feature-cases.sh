@@ -20,6 +20,7 @@
 #
 # Output (parsed by integration-tests, see integration_tests::peer):
 #   @@HOST cpus=<n> over=<n> tracefs=<yes|no> kernel=<release>@@
+#   @@RETRY <name> <pv-vmm's error>@@   (before a case run again after an early triple fault)
 #   @@CASE <name> BEGIN <cpus>@@
 #   @@REC <name> info - <vm.info JSON>@@
 #   @@REC <name> counters <kind>-before|<kind>-after <vm.counters JSON>@@
@@ -115,6 +116,12 @@ hog_stop() {
     hog_pids=""
 }
 
+# In the KVM lab the guest keeps its local APIC timer out of TSC-deadline mode: L2 guests on
+# TSC-deadline timers made L1 (KVM under TCG's emulated SVM) panic or hang within minutes
+# (scripts/lab/README.md). On a host with hardware virtualization nothing is added.
+lab_guest=""
+if [ "${PV_LAB_INSIDE:-0}" = 1 ]; then lab_guest=" lapic=notscdeadline"; fi
+
 # run_case NAME CPUS HOG WORK: one case, its whole output on stdout.
 run_case() {
     name=$1 cpus=$2 hog=$3 jobs=$4
@@ -127,7 +134,7 @@ run_case() {
     result=""
     if [ "$jobs" = refuse ]; then
         "$vmm" --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" --memory size=512M \
-            --serial tty --cmdline "console=ttyS0 quiet panic=-1" </dev/null >"$log" 2>"$err" &
+            --serial tty --cmdline "console=ttyS0 quiet panic=-1$lab_guest" </dev/null >"$log" 2>"$err" &
         pid=$!
         wait_exit "$pid" 30
     else
@@ -135,7 +142,7 @@ run_case() {
         exec 3<>"$dir/console"
         "$vmm" -v --api-socket "path=$sock" --kernel "$kernel" --initramfs "$initrd" \
             --cpus "$cpus" --memory size=512M --serial tty \
-            --cmdline "console=ttyS0 quiet panic=-1 pv.shell" <"$dir/console" >"$log" 2>"$err" &
+            --cmdline "console=ttyS0 quiet panic=-1$lab_guest pv.shell" <"$dir/console" >"$log" 2>"$err" &
         pid=$!
         if ! result=$(wait_log "$log" 'pv.shell: a shell' 1 "$limit" "$pid"); then
             result="fail $result"
@@ -178,6 +185,20 @@ run_case() {
     echo "@@CASE $name END ${result:-ok}@@"
 }
 
+# run_case_retried NAME CPUS HOG WORK: run_case, and once more if the guest triple-faulted
+# before it was up. That fault comes about once in 35-90 boots in the lab, at random cases
+# and configurations, and KVM on AMD re-initializes the vCPU before pv-vmm can see where
+# it was; it is reported as '@@RETRY <name> <pv-vmm's error>@@' (the test prints it
+# loudly), never hidden, and a second one fails the case.
+run_case_retried() {
+    out=$(run_case "$@" 2>&1)
+    if printf '%s\n' "$out" | grep -q 'triple-faulted' && ! printf '%s\n' "$out" | grep -q '@@GUEST-UP'; then
+        echo "@@RETRY $1 $(printf '%s\n' "$out" | grep -m1 'triple-faulted' | tr -d '@')@@"
+        out=$(run_case "$@" 2>&1)
+    fi
+    printf '%s\n' "$out"
+}
+
 # Run the cases; the quiet ones in parallel batches, their outputs printed in case order.
 order=""
 batch=0
@@ -186,7 +207,7 @@ while [ $# -ge 4 ]; do
     shift 4
     order="$order $name"
     if [ "$hog" = 0 ] && { [ "$jobs" = - ] || [ "$jobs" = refuse ]; }; then
-        run_case "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1 &
+        run_case_retried "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1 &
         batch=$((batch + 1))
         if [ $batch -ge "$ncpu" ]; then
             wait
@@ -195,7 +216,7 @@ while [ $# -ge 4 ]; do
     else
         wait
         batch=0
-        run_case "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1
+        run_case_retried "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1
     fi
 done
 wait

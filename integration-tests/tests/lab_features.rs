@@ -420,6 +420,16 @@ fn lab_features_guest_view_and_host_counters() {
         );
     }
     let results = parse_cases(&out.stdout);
+    // Cases run again after the lab's early L2 triple fault (feature-cases.sh): loud.
+    for retry in out.stdout.lines().filter_map(|l| {
+        l.trim()
+            .strip_prefix("@@RETRY ")
+            .and_then(|r| r.strip_suffix("@@"))
+    }) {
+        println!(
+            "RETRIED (the guest triple-faulted before it was up, the case ran again): {retry}"
+        );
+    }
     let find = |name: &str| -> &CaseResult {
         results
             .iter()
@@ -697,11 +707,20 @@ fn lab_features_guest_view_and_host_counters() {
             "NOT EXERCISED: exits per multicast send (no tracefs kvm_msr/kvm_hypercall, or lost events)"
         ),
     }
-    // No timer-broadcast IPIs in any traced workload: pv-vmm advertises the TSC-deadline
-    // timer, so the guest has no broadcast device. (Before it did, the PIT was one and the
-    // idle 4-vCPU guest alone sent ~1,000 of these in 3 s.)
+    // No timer-broadcast IPIs in any traced workload of a guest on TSC-deadline timers:
+    // it has no broadcast device. (Before pv-vmm advertised the TSC-deadline timer the PIT
+    // was one and the idle 4-vCPU guest alone sent ~1,000 of these in 3 s.) In the lab the
+    // guests boot with lapic=notscdeadline (TSC-deadline guests made L1 panic,
+    // scripts/lab/README.md), so there this is checked nowhere and said so.
     let mut timer_checked = 0;
+    let mut timer_skipped = Vec::new();
     for c in &results {
+        if c.guest_marker("GUEST-TIMER ") != Some("lapic-deadline broadcast=<NULL>") {
+            if c.records.iter().any(|r| r.kind == "send_ipi_icr") {
+                timer_skipped.push(c.name.as_str());
+            }
+            continue;
+        }
         for r in &c.records {
             if r.kind != "send_ipi_icr" && r.kind != "icr_writes" {
                 continue;
@@ -730,7 +749,12 @@ fn lab_features_guest_view_and_host_counters() {
         "{:<22} timer-broadcast IPIs (vector 0xec): 0 expected in {timer_checked} traced windows",
         "timer"
     );
-    if timer_checked == 0 {
+    if !timer_skipped.is_empty() {
+        println!(
+            "NOT EXERCISED: timer-broadcast IPIs of {} (their guests do not tick with lapic-deadline, e.g. lapic=notscdeadline in the lab)",
+            timer_skipped.join(", ")
+        );
+    } else if timer_checked == 0 {
         println!("NOT EXERCISED: timer-broadcast IPIs (no tracefs)");
     }
 

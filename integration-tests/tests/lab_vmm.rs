@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use integration_tests::peer::{parse_cases, CaseResult};
-use integration_tests::{ok, repo_root, vmm_binaries, GuestAssets, LabCommand, PV_GUEST_LINES};
+use integration_tests::{
+    ok, repo_root, vmm_binaries, GuestAssets, LabCommand, LabMode, PV_GUEST_LINES,
+};
 use pv_features::cpuid::{KvmFeatures, KvmHints};
 
 /// The KVM leaves the guest found: (base, features, hints), or None for "none".
@@ -168,21 +170,32 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
         );
         assert_eq!(c.stat("guest_boots"), 1, "case {name}\n{}", dump(c));
         // pv-vmm advertises the in-kernel LAPIC's TSC-deadline mode (KVM 6.1 leaves it out
-        // of the supported CPUID): the guest ticks with it and needs no broadcast device,
-        // so it sends no timer-broadcast IPIs between vCPUs. Linux uses the mode only when
-        // it knows the TSC's frequency: kvmclock tells it; without kvmclock (kvm_pv=off) it
-        // calibrates against the PIT, which fails in the emulated lab, so "off" is shown,
-        // not checked.
+        // of the supported CPUID): the guest's raw CPUID has CPUID.1:ECX bit 24.
+        let ecx = c
+            .guest_marker("CPUID-1 ")
+            .and_then(|m| m.strip_prefix("ecx=0x"))
+            .and_then(|m| m.split(' ').next())
+            .and_then(|hex| u32::from_str_radix(hex, 16).ok());
+        assert!(
+            ecx.is_some_and(|ecx| ecx & (1 << 24) != 0),
+            "case {name}: CPUID.1:ECX {ecx:x?} lacks the TSC-deadline bit\n{}",
+            dump(c)
+        );
+        // With it Linux ticks with lapic-deadline and needs no broadcast device, so it
+        // sends no timer-broadcast IPIs. Checked on a host with hardware virtualization
+        // only: the lab boots its guests with lapic=notscdeadline (TSC-deadline guests made
+        // L1 panic, scripts/lab/README.md), and without kvmclock (kvm_pv=off) Linux does
+        // not know the TSC's frequency in the lab either.
         let timer = c.guest_marker("GUEST-TIMER ");
-        if name == "off" {
-            println!("case off: the guest's tick devices: {timer:?}");
-        } else {
+        if out.mode == LabMode::Direct && name != "off" {
             assert_eq!(
                 timer,
                 Some("lapic-deadline broadcast=<NULL>"),
                 "case {name}: the guest's tick devices\n{}",
                 dump(c)
             );
+        } else {
+            println!("case {name}: the guest's tick devices: {timer:?} (not checked here)");
         }
     }
     for (name, n) in [
@@ -371,15 +384,15 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
     );
 
     // A triple fault ends pv-vmm with status 1 and one line naming it, with where the
-    // vCPU stopped (the state the next unexplained triple fault is diagnosed from).
+    // vCPU stopped (Intel), or that KVM already re-initialized it (AMD, as in the lab).
     let t = find("triple");
     assert_eq!(t.stats.get("vmm_exit"), Some(&1), "{}", dump(t));
     let last = t.vmm_log.last().map(String::as_str).unwrap_or_default();
     assert!(
         last.starts_with("pv-vmm: error: ")
             && last.contains("triple-faulted")
-            && last.contains(" rip 0x")
-            && last.contains(" cr3 0x")
+            && ((last.contains(" rip 0x") && last.contains(" cr3 0x"))
+                || last.contains("KVM on AMD resets it"))
             && !last.contains("unavailable"),
         "{}",
         dump(t)

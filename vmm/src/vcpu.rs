@@ -503,14 +503,25 @@ fn io_elements(vcpu: &mut VcpuFd) -> (usize, &mut [u8]) {
 }
 
 /// The vCPU's state where it stopped, for the triple-fault message: where it ran, its paging
-/// and mode, and the descriptor tables the failed exception delivery used. A state KVM will
-/// not give is named instead.
+/// and mode, and the descriptor tables the failed exception delivery used (on Intel; KVM on
+/// AMD re-initializes the vCPU first, which the message then says). A state KVM will not
+/// give is named instead.
 fn shutdown_state(vcpu: &VcpuFd) -> String {
-    let regs = match vcpu.get_regs() {
+    let (regs, sregs) = (vcpu.get_regs(), vcpu.get_sregs());
+    if let (Ok(r), Ok(s)) = (&regs, &sregs) {
+        if r.rip == 0xfff0 && s.cs.base == 0xffff_0000 && s.cr0 & 1 == 0 {
+            // KVM on AMD (shutdown_interception) re-initializes the vCPU before it reports
+            // the shutdown, because the VMCB is undefined after one.
+            return "the vCPU is already back in its INIT state (KVM on AMD resets it before \
+                    reporting a shutdown), so where it faulted is not known"
+                .to_owned();
+        }
+    }
+    let regs = match regs {
         Ok(r) => format!("rip {:#x} rsp {:#x} rflags {:#x}", r.rip, r.rsp, r.rflags),
         Err(e) => format!("registers unavailable ({e})"),
     };
-    let sregs = match vcpu.get_sregs() {
+    let sregs = match sregs {
         Ok(s) => format!(
             "cs {:#x} (base {:#x}, l {}) cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} \
              idt {:#x}+{:#x} gdt {:#x}+{:#x} tr {:#x} interrupt_bitmap {:x?}",
