@@ -56,11 +56,8 @@ while [ ! -S "$sock" ]; do
 done
 echo "@@MARK socket-mode $(stat -c %a "$sock")@@"
 
-# In the KVM lab the guest keeps its local APIC timer out of TSC-deadline mode: L2 guests on
-# TSC-deadline timers made L1 (KVM under TCG's emulated SVM) panic or hang within minutes
-# (scripts/lab/README.md). On a host with hardware virtualization nothing is added.
-lab_guest=""
-if [ "${PV_LAB_INSIDE:-0}" = 1 ]; then lab_guest=" lapic=notscdeadline"; fi
+# The lab's words for every guest (scripts/lab/lib.sh; none on bare metal).
+lab_guest=${PV_LAB_GUEST_ARGS:+ $PV_LAB_GUEST_ARGS}
 
 cat >"$work/vm.json" <<JSON
 {"cpus":{"boot_vcpus":4,"max_vcpus":4},"memory":{"size":536870912},

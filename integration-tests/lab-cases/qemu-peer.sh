@@ -26,11 +26,8 @@ fi
 [ -d /sys/kernel/debug/kvm ] || echo "warning: no /sys/kernel/debug/kvm (debugfs); no statistics" >&2
 
 # Uptime in hundredths of a second (busybox date has no %N).
-# In the KVM lab the guest keeps its local APIC timer out of TSC-deadline mode: L2 guests on
-# TSC-deadline timers made L1 (KVM under TCG's emulated SVM) panic or hang within minutes
-# (scripts/lab/README.md). On a host with hardware virtualization nothing is added.
-lab_guest=""
-if [ "${PV_LAB_INSIDE:-0}" = 1 ]; then lab_guest=" lapic=notscdeadline"; fi
+# The lab's words for every guest (scripts/lab/lib.sh; none on bare metal).
+lab_guest=${PV_LAB_GUEST_ARGS:+ $PV_LAB_GUEST_ARGS}
 now_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
 
 work=$(mktemp -d /tmp/qemu-peer.XXXXXX)

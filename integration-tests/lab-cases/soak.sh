@@ -28,11 +28,8 @@ sock=$work/api.sock log=$work/serial.log err=$work/vmm.err
 now_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
 by=${SOAK_REBOOT_BY:-guest}
 mark=${SOAK_UP_MARK:-@@GUEST-UP}
-# In the KVM lab the guest keeps its local APIC timer out of TSC-deadline mode: L2 guests on
-# TSC-deadline timers made L1 (KVM under TCG's emulated SVM) panic or hang within minutes
-# (scripts/lab/README.md). On a host with hardware virtualization nothing is added.
-lab_guest=""
-if [ "${PV_LAB_INSIDE:-0}" = 1 ]; then lab_guest=" lapic=notscdeadline"; fi
+# The lab's words for every guest (scripts/lab/lib.sh; none on bare metal).
+lab_guest=${PV_LAB_GUEST_ARGS:+ $PV_LAB_GUEST_ARGS}
 cmdline=${SOAK_CMDLINE:-console=ttyS0 quiet panic=-1$lab_guest pv.reboot}
 boots() {
     n=$(grep -c "$mark" "$log" 2>/dev/null)

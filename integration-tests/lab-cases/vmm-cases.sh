@@ -30,11 +30,8 @@ shift 4
 [ -c /dev/kvm ] || { echo "no /dev/kvm" >&2; exit 2; }
 [ -d /sys/kernel/debug/kvm ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 
-# In the KVM lab the guest keeps its local APIC timer out of TSC-deadline mode: L2 guests on
-# TSC-deadline timers made L1 (KVM under TCG's emulated SVM) panic or hang within minutes
-# (scripts/lab/README.md). On a host with hardware virtualization nothing is added.
-lab_guest=""
-if [ "${PV_LAB_INSIDE:-0}" = 1 ]; then lab_guest=" lapic=notscdeadline"; fi
+# The lab's words for every guest (scripts/lab/lib.sh; none on bare metal).
+lab_guest=${PV_LAB_GUEST_ARGS:+ $PV_LAB_GUEST_ARGS}
 now_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
 
 # stat_of PID NAME: the named statistic of the VM that process PID runs (empty if none).

@@ -147,11 +147,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# In the KVM lab both VMMs' guests keep its local APIC timer out of TSC-deadline mode: L2 guests on
-# TSC-deadline timers made L1 (KVM under TCG's emulated SVM) panic or hang within minutes
-# (scripts/lab/README.md). On a host with hardware virtualization nothing is added.
-lab_guest=""
-if [ "${PV_LAB_INSIDE:-0}" = 1 ]; then lab_guest=" lapic=notscdeadline"; fi
+# The lab's words for both VMMs' guests (scripts/lab/lib.sh; none on bare metal).
+lab_guest=${PV_LAB_GUEST_ARGS:+ $PV_LAB_GUEST_ARGS}
 now_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
 
 # The guest kernel's command line (the same for both VMMs) for the workloads KINDS.

@@ -6,6 +6,7 @@
 #   REPO       repository root
 #   PV_CACHE   cache root (default: $REPO/.cache)
 #   LAB_CACHE  $PV_CACHE/lab
+#   LAB_GUEST_ARGS  kernel command-line words for L2 guests in the lab
 
 LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$LAB_DIR/../.." && pwd)"
@@ -13,6 +14,14 @@ PV_CACHE="${PV_CACHE:-$REPO/.cache}"
 # shellcheck disable=SC2034 # used by the scripts that source this file
 LAB_CACHE="$PV_CACHE/lab"
 export PV_CACHE
+
+# Kernel command-line words for every L2 Linux guest booted in the lab (scripts/lab/run
+# exports them into L1 as PV_LAB_GUEST_ARGS; a caller's PV_LAB_GUEST_ARGS overrides, empty
+# for none). The guest keeps its local APIC timer out of TSC-deadline mode: L2 guests on
+# TSC-deadline timers made L1 (KVM under TCG's emulated SVM) panic or hang within minutes
+# (scripts/lab/README.md). On a host with hardware virtualization nothing is added.
+# shellcheck disable=SC2034
+LAB_GUEST_ARGS="${PV_LAB_GUEST_ARGS-lapic=notscdeadline}"
 
 # Exit status the lab uses for its own failures (never the command's).
 # shellcheck disable=SC2034
