@@ -182,20 +182,6 @@ run_case() {
     echo "@@CASE $name END ${result:-ok}@@"
 }
 
-# run_case_retried NAME CPUS HOG WORK: run_case, and once more if the guest triple-faulted
-# before it was up. That fault comes about once in 35-90 boots in the lab, at random cases
-# and configurations, and KVM on AMD re-initializes the vCPU before pv-vmm can see where
-# it was; it is reported as '@@RETRY <name> <pv-vmm's error>@@' (the test prints it
-# loudly), never hidden, and a second one fails the case.
-run_case_retried() {
-    out=$(run_case "$@" 2>&1)
-    if printf '%s\n' "$out" | grep -q 'triple-faulted' && ! printf '%s\n' "$out" | grep -q '@@GUEST-UP'; then
-        echo "@@RETRY $1 $(printf '%s\n' "$out" | grep -m1 'triple-faulted' | tr -d '@')@@"
-        out=$(run_case "$@" 2>&1)
-    fi
-    printf '%s\n' "$out"
-}
-
 # Run the cases; the quiet ones in parallel batches, their outputs printed in case order.
 order=""
 batch=0
@@ -204,7 +190,7 @@ while [ $# -ge 4 ]; do
     shift 4
     order="$order $name"
     if [ "$hog" = 0 ] && { [ "$jobs" = - ] || [ "$jobs" = refuse ]; }; then
-        run_case_retried "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1 &
+        retry_early_fault run_case "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1 &
         batch=$((batch + 1))
         if [ $batch -ge "$ncpu" ]; then
             wait
@@ -213,7 +199,7 @@ while [ $# -ge 4 ]; do
     else
         wait
         batch=0
-        run_case_retried "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1
+        retry_early_fault run_case "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1
     fi
 done
 wait

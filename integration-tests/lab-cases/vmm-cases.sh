@@ -28,11 +28,11 @@ vmm=$1 kernel=$2 initrd=$3 limit=$4
 shift 4
 
 [ -c /dev/kvm ] || { echo "no /dev/kvm" >&2; exit 2; }
+. "$(dirname "$0")/common.sh"
 [ -d /sys/kernel/debug/kvm ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 
 # The lab's words for every guest (scripts/lab/lib.sh; none on bare metal).
 lab_guest=${PV_LAB_GUEST_ARGS:+ $PV_LAB_GUEST_ARGS}
-now_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
 
 # stat_of PID NAME: the named statistic of the VM that process PID runs (empty if none).
 stat_of() {
@@ -44,11 +44,12 @@ stat_of() {
 IDLE_STATS="halt_exits exits halt_wakeup hypercalls"
 LOAD_STATS="hypercalls exits"
 work=$(mktemp -d /tmp/vmm-cases.XXXXXX)
-status=0
-while [ $# -ge 3 ]; do
+
+# run_case NAME CPUS EXTRA: one case, its whole output on stdout.
+run_case() {
     name=$1 cpus=$2 extra=$3
-    shift 3
     [ "$extra" = - ] && extra=""
+    rm -f "$work/$name".*
     log=$work/$name.log err=$work/$name.err
     echo "@@CASE $name BEGIN $cpus@@"
     t0=$(now_cs)
@@ -117,7 +118,14 @@ while [ $# -ge 3 ]; do
     echo "@@CASE $name BOOT $(((t1 - t0) / 100)).$(printf '%02d' $(((t1 - t0) % 100)))@@"
     [ -z "$result" ] && result=ok
     echo "@@CASE $name END $result@@"
-    [ "$result" = ok ] || status=1
+}
+
+status=0
+while [ $# -ge 3 ]; do
+    out=$(retry_early_fault run_case "$1" "$2" "$3")
+    printf '%s\n' "$out"
+    printf '%s\n' "$out" | grep -q "^@@CASE $1 END ok@@" || status=1
+    shift 3
 done
 rm -rf "$work"
 exit $status

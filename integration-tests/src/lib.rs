@@ -287,6 +287,13 @@ impl LabCommand {
     /// Runs it. A lab failure is an `Err`; a command that ran and exited non-zero is an
     /// `Ok` with that status (see [`LabOutput::success`]).
     ///
+    /// When L1 itself crashed (its kernel panicked, it reset or died without the exit
+    /// marker: see [`l1_crashed`]) the command runs once more, and the retry is reported on
+    /// stderr and appended to the file `PV_LAB_RETRY_LOG` names (scripts/test prints those
+    /// lines loudly at the end). Those crashes are the emulated host's, not a result of the
+    /// command: in the lab L1's KVM runs on QEMU's TCG emulation of SVM, and its kernel
+    /// has panicked in vCPU threads of both pv-vmm and QEMU. A second crash is the error.
+    ///
     /// With `PV_LAB_REPLAY=<log directory of an earlier run>` nothing runs: the saved
     /// `stdout.log` and `stderr.log` of that run are returned, so a test's checks can be
     /// re-run on a recorded lab run while the test is being written.
@@ -294,6 +301,39 @@ impl LabCommand {
         if let Some(dir) = std::env::var_os("PV_LAB_REPLAY") {
             return replay(Path::new(&dir));
         }
+        match self.run_once() {
+            Err(LabError::LabFailure {
+                reason, log_dir, ..
+            }) if l1_crashed(&reason) => {
+                let line = format!(
+                    "LAB RETRY: {} ({reason}; logs: {}): running it once more",
+                    self.describe(),
+                    display_opt(&log_dir)
+                );
+                report_retry(&line);
+                self.run_once()
+            }
+            other => other,
+        }
+    }
+
+    /// The command line, shortened to the program and its first argument's file name.
+    fn describe(&self) -> String {
+        self.args
+            .iter()
+            .take(2)
+            .map(|a| {
+                Path::new(a)
+                    .file_name()
+                    .unwrap_or(a.as_os_str())
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn run_once(&self) -> Result<LabOutput, LabError> {
         // One lab run at a time per process: parallel tests would otherwise build images
         // while another L1 runs and slow it down (scripts/lab/run also holds a lock
         // across processes).
@@ -357,6 +397,52 @@ impl LabCommand {
             log_dir,
         })
     }
+}
+
+/// Whether a lab failure's reason (the runner's `LAB FAILURE:` line) says L1 itself
+/// crashed: a kernel panic, a reset, or an end without the exit marker. Timeouts, a missing
+/// `/dev/kvm` and tools that failed are not crashes (they would fail again, or hide a hang).
+pub fn l1_crashed(reason: &str) -> bool {
+    [
+        "L1 kernel panic",
+        "L1 reset",
+        "L1 died without the exit marker",
+    ]
+    .iter()
+    .any(|p| reason.starts_with(p))
+}
+
+/// Prints a retry on stderr and appends it to `PV_LAB_RETRY_LOG`, when set.
+fn report_retry(line: &str) {
+    eprintln!("{line}");
+    let Some(path) = std::env::var_os("PV_LAB_RETRY_LOG") else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
+    if let Err(e) = written {
+        eprintln!("PV_LAB_RETRY_LOG {}: {e}", Path::new(&path).display());
+    }
+}
+
+/// Reports, loudly, the cases a lab case script ran again after its guest triple-faulted
+/// before it was up (`@@RETRY <name> <error>@@` lines, see `retry_early_fault` in
+/// `integration-tests/lab-cases/common.sh`): printed, and appended to `PV_LAB_RETRY_LOG`
+/// like an L1 retry. Returns how many there were.
+pub fn report_case_retries(stdout: &str) -> usize {
+    let retries: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("@@RETRY ")?.strip_suffix("@@"))
+        .collect();
+    for retry in &retries {
+        report_retry(&format!(
+            "RETRIED (the guest triple-faulted before it was up, the case ran again): {retry}"
+        ));
+    }
+    retries.len()
 }
 
 /// A recorded lab run (see [`LabCommand::run`]).
@@ -687,6 +773,38 @@ pub mod peer {
 mod tests {
     use super::peer::parse_cases;
     use super::*;
+
+    #[test]
+    fn only_l1_crashes_are_retried() {
+        for crash in [
+            "L1 kernel panic: [  319.509595] Kernel panic - not syncing: corrupted stack end",
+            "L1 kernel panic after the command finished (status 0): [ 1.0] Kernel panic",
+            "L1 reset (reboot) before the exit marker (QEMU status 0)",
+            "L1 died without the exit marker and without a panic message (QEMU status 1)",
+        ] {
+            assert!(l1_crashed(crash), "{crash}");
+        }
+        for other in [
+            "timeout after 600s (QEMU killed)",
+            "no /dev/kvm in L1 after loading irqbypass, kvm, kvm-amd",
+            "QEMU failed (status 1) before L1's init ran",
+            "L1 stopped before its init ran (QEMU status 1)",
+            "building the L1 initramfs failed",
+            "",
+        ] {
+            assert!(!l1_crashed(other), "{other}");
+        }
+        // The runner still words its crashes this way.
+        let runner = std::fs::read_to_string(script("lab/run")).expect("scripts/lab/run");
+        for phrase in [
+            "lab_fail \"L1 kernel panic: ",
+            "lab_fail \"L1 kernel panic after",
+            "lab_fail \"L1 reset ",
+            "lab_fail \"L1 died without the exit marker",
+        ] {
+            assert!(runner.contains(phrase), "scripts/lab/run lacks `{phrase}`");
+        }
+    }
 
     #[test]
     fn timing_line_parses() {

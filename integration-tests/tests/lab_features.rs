@@ -18,7 +18,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use integration_tests::peer::{parse_cases, CaseResult};
-use integration_tests::{ok, repo_root, vmm_binaries, GuestAssets, LabCommand};
+use integration_tests::{
+    ok, repo_root, report_case_retries, vmm_binaries, GuestAssets, LabCommand,
+};
 use pv_features::cpuid::{KvmFeatures, KvmHints};
 use serde_json::Value;
 
@@ -420,16 +422,8 @@ fn lab_features_guest_view_and_host_counters() {
         );
     }
     let results = parse_cases(&out.stdout);
-    // Cases run again after the lab's early L2 triple fault (feature-cases.sh): loud.
-    for retry in out.stdout.lines().filter_map(|l| {
-        l.trim()
-            .strip_prefix("@@RETRY ")
-            .and_then(|r| r.strip_suffix("@@"))
-    }) {
-        println!(
-            "RETRIED (the guest triple-faulted before it was up, the case ran again): {retry}"
-        );
-    }
+    // Cases run again after the lab's early L2 triple fault: loud.
+    report_case_retries(&out.stdout);
     let find = |name: &str| -> &CaseResult {
         results
             .iter()

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use integration_tests::peer::{parse_cases, CaseResult};
 use integration_tests::{
-    ok, repo_root, vmm_binaries, GuestAssets, LabCommand, LabMode, PV_GUEST_LINES,
+    ok, repo_root, report_case_retries, vmm_binaries, GuestAssets, LabCommand, LabMode,
+    PV_GUEST_LINES,
 };
 use pv_features::cpuid::{KvmFeatures, KvmHints};
 
@@ -117,8 +118,11 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
         .file(&assets.kernel)
         .file(&assets.initramfs)
         .file(&script)
+        .file(script.with_file_name("common.sh"))
         .timeout(Duration::from_secs(600))
         .run());
+    // Cases run again after the lab's early L2 triple fault: loud.
+    report_case_retries(&out.stdout);
     let results = parse_cases(&out.stdout);
     let find = |name: &str| -> &CaseResult {
         results
