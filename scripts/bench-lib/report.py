@@ -152,7 +152,7 @@ def die(msg):
 
 # ----------------------------------------------------------------------------- parsing
 
-MARK_RE = re.compile(r"^@@(INFO|BOOT) (.*)@@$")
+MARK_RE = re.compile(r"^@@(INFO|BOOT|RETRY) (.*)@@$")
 BLOB_BEGIN_RE = re.compile(r"^@@BLOB (\S+) BEGIN@@$")
 WORK_RE = re.compile(r"@@WORK (.*?)@@")
 HIST_RE = re.compile(r"common_pid:\s*(\d+),\s*\w+:\s*(\d+)\s*\}\s*hitcount:\s*(\d+)")
@@ -170,8 +170,9 @@ def kv_pairs(text):
 
 
 def parse_raw(path, boots_dir):
-    """Reads the lab's stdout: INFO lines, BOOT lines, blobs (unpacked into boots_dir)."""
-    info, boots, blobs = {}, [], []
+    """Reads the lab's stdout: INFO lines, BOOT lines, blobs (unpacked into boots_dir), and
+    RETRY lines (boots run again after a guest crashed before it was up)."""
+    info, boots, blobs, retries = {}, [], [], []
     with open(path, encoding="utf-8", errors="replace") as f:
         lines = f.read().replace("\r", "").split("\n")
     i = 0
@@ -183,6 +184,11 @@ def parse_raw(path, boots_dir):
             info[k] = v
         elif m and m.group(1) == "BOOT":
             boots.append(kv_pairs(m.group(2).split(" result=")[0]) | parse_boot_result(m.group(2)))
+        elif m and m.group(1) == "RETRY":
+            # round=<r> scenario=<s> config=<c> fail reason=<text>
+            retry = kv_pairs(m.group(2))
+            retry["round"] = int(retry["round"]) if retry.get("round", "").isdigit() else 0
+            retries.append(retry)
         else:
             b = BLOB_BEGIN_RE.match(line)
             if b:
@@ -200,7 +206,7 @@ def parse_raw(path, boots_dir):
                     print(f"report.py: warning: blob {name} incomplete or corrupt", file=sys.stderr)
                 i = j
         i += 1
-    return info, boots, blobs
+    return info, boots, blobs, retries
 
 
 def parse_boot_result(text):
@@ -1206,6 +1212,15 @@ def write_report(res, cells, ratios, targets, plots, out_dir, path_for):
         for f in res["failures"]:
             L.append(f"- round {f['round']}, {f['scenario']}, {f['config']}: {f.get('reason', f['result'])}")
         L.append("")
+    if res["retries"]:
+        L.append("## Boots run again")
+        L.append("")
+        L.append("A guest ended before its /init was up (the lab's rare early triple fault, seen in both VMMs' "
+                 "guests); the boot ran once more and the figures above are the second run's:")
+        L.append("")
+        for r in res["retries"]:
+            L.append(f"- round {r['round']}, {r['scenario']}, {r['config']}: {r.get('reason')}")
+        L.append("")
     L.append("## How this was measured")
     L.append("")
     i = res["host"]
@@ -1372,6 +1387,10 @@ def print_summary(res, targets, ratios):
         print(f"FAILED boots: {len(res['failures'])}")
         for f in res["failures"]:
             print(f"  round {f['round']} {f['scenario']} {f['config']}: {f.get('reason', f['result'])}")
+    if res["retries"]:
+        print(f"RETRIED boots (a guest crashed before it was up, the boot ran again): {len(res['retries'])}")
+        for r in res["retries"]:
+            print(f"  round {r['round']} {r['scenario']} {r['config']}: {r.get('reason')}")
     if res["lab_status"] not in (0,):
         print(f"lab run status: {res['lab_status']}{' (lab failure)' if res['lab_status'] == 125 else ''}")
 
@@ -1417,7 +1436,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     if not os.path.isfile(args.raw):
         die(f"no raw output at {args.raw}")
-    info, boot_lines, blobs = parse_raw(args.raw, boots_dir)
+    info, boot_lines, blobs, retries = parse_raw(args.raw, boots_dir)
     boots = [load_boot(os.path.join(boots_dir, name)) for name in blobs]
     scenarios = {}
     for b in boots:
@@ -1492,6 +1511,8 @@ def main():
         "cross_check": cross,
         "guest_views": guest_views,
         "failures": failures,
+        "retries": [dict(round=r["round"], scenario=r.get("scenario"), config=r.get("config"), reason=r.get("reason"))
+                    for r in retries],
         "targets": targets,
         "ratios": ratios,
         "cells": [

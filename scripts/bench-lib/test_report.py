@@ -186,12 +186,28 @@ class Parsing(unittest.TestCase):
         with tempfile.TemporaryDirectory() as root:
             p = os.path.join(root, "raw")
             write(p, raw)
-            info, boots, blobs = report.parse_raw(p, os.path.join(root, "boots"))
+            info, boots, blobs, retries = report.parse_raw(p, os.path.join(root, "boots"))
             self.assertEqual(info, {"cpus": "2"})
             self.assertEqual(blobs, ["1-dedicated-bare"])
             self.assertEqual([b["result"] for b in boots], ["ok", "fail"])
             self.assertEqual(boots[1]["reason"], "vm1-exited-before-ipi")
             self.assertAlmostEqual(boots[0]["seconds"], 4.2)
+            self.assertEqual(retries, [])
+
+    def test_retried_boot(self):
+        raw = ("@@RETRY round=2 scenario=oversub config=qemu-off fail reason=vm1-exited-before-ipi@@\n"
+               "@@BOOT round=2 scenario=oversub config=qemu-off result=ok seconds=12.0@@\n"
+               "@@RETRY round=x scenario=dedicated config=pv-vmm-on fail@@\n")
+        with tempfile.TemporaryDirectory() as root:
+            p = os.path.join(root, "raw")
+            write(p, raw)
+            _, boots, _, retries = report.parse_raw(p, os.path.join(root, "boots"))
+            self.assertEqual([b["result"] for b in boots], ["ok"])
+            self.assertEqual(len(retries), 2)
+            self.assertEqual((retries[0]["round"], retries[0]["scenario"], retries[0]["config"], retries[0]["reason"]),
+                             (2, "oversub", "qemu-off", "vm1-exited-before-ipi"))
+            # A malformed line is kept (it is reported), with what could be read.
+            self.assertEqual((retries[1]["round"], retries[1].get("reason")), (0, None))
 
     def test_corrupt_blob_is_refused(self):
         with tempfile.TemporaryDirectory() as root:
