@@ -10,6 +10,14 @@ elapsed_s() {
     echo "$((d / 100)).$(printf '%02d' $((d % 100)))"
 }
 
+# stat_of PID NAME: the named statistic (debugfs) of the VM that process PID runs, empty
+# if there is none (yet).
+stat_of() {
+    for d in /sys/kernel/debug/kvm/"$1"-*; do
+        [ -r "$d/$2" ] && { cat "$d/$2"; return; }
+    done
+}
+
 # wait_log FILE PATTERN COUNT SECONDS PID: until FILE has COUNT lines matching PATTERN
 # (carriage returns ignored). Fails (status 1, reason on stdout) if process PID exits first
 # or the time runs out.
@@ -46,6 +54,10 @@ wait_exit() {
     exit_status=$?
 }
 
+# What a case prints when its guest triple-faulted (pv-vmm's error) or reset (QEMU with
+# -no-reboot -no-shutdown stops the VM; qemu-peer.sh tells it by its exit count).
+EARLY_FAULT='triple-faulted\|the guest reset before it was up'
+
 # retry_early_fault CASE_FUNCTION NAME ARGS...: runs CASE_FUNCTION NAME ARGS... (one case,
 # its whole output on stdout) and runs it once more if its guest triple-faulted before it
 # was up. That fault comes about once in 35-90 boots in the lab, at random cases and
@@ -55,9 +67,9 @@ wait_exit() {
 # fault fails the case. A guest that faults after '@@GUEST-UP' is never retried.
 retry_early_fault() {
     ref_out=$("$@" 2>&1)
-    if printf '%s\n' "$ref_out" | grep -q 'triple-faulted' &&
+    if printf '%s\n' "$ref_out" | grep -q "$EARLY_FAULT" &&
         ! printf '%s\n' "$ref_out" | grep -q '@@GUEST-UP'; then
-        echo "@@RETRY $2 $(printf '%s\n' "$ref_out" | grep -m1 'triple-faulted' | tr -d '@')@@"
+        echo "@@RETRY $2 $(printf '%s\n' "$ref_out" | grep -m1 "$EARLY_FAULT" | tr -d '@')@@"
         ref_out=$("$@" 2>&1)
     fi
     printf '%s\n' "$ref_out"

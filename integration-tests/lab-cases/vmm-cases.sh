@@ -34,13 +34,6 @@ shift 4
 # The lab's words for every guest (scripts/lab/lib.sh; none on bare metal).
 lab_guest=${PV_LAB_GUEST_ARGS:+ $PV_LAB_GUEST_ARGS}
 
-# stat_of PID NAME: the named statistic of the VM that process PID runs (empty if none).
-stat_of() {
-    for d in /sys/kernel/debug/kvm/"$1"-*; do
-        [ -r "$d/$2" ] && { cat "$d/$2"; return; }
-    done
-}
-
 IDLE_STATS="halt_exits exits halt_wakeup hypercalls"
 LOAD_STATS="hypercalls exits"
 work=$(mktemp -d /tmp/vmm-cases.XXXXXX)

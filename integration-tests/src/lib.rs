@@ -412,8 +412,9 @@ pub fn l1_crashed(reason: &str) -> bool {
     .any(|p| reason.starts_with(p))
 }
 
-/// Prints a retry on stderr and appends it to `PV_LAB_RETRY_LOG`, when set.
-fn report_retry(line: &str) {
+/// Prints a retry on stderr and appends it to `PV_LAB_RETRY_LOG`, when set (scripts/test
+/// prints those lines loudly at the end of the run).
+pub fn report_retry(line: &str) {
     eprintln!("{line}");
     let Some(path) = std::env::var_os("PV_LAB_RETRY_LOG") else {
         return;

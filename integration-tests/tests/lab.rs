@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use integration_tests::peer::{parse_cases, CaseResult};
-use integration_tests::{ok, repo_root, which, GuestAssets, LabCommand, LabMode, PV_GUEST_LINES};
+use integration_tests::{
+    ok, repo_root, report_case_retries, which, GuestAssets, LabCommand, LabMode, PV_GUEST_LINES,
+};
 
 /// L1 (or the host) has a real `/dev/kvm` backed by kvm_amd (kvm_intel on a direct Intel
 /// host).
@@ -81,11 +83,15 @@ fn qemu_peer_pv_lines() {
     .file(&assets.kernel)
     .file(&assets.initramfs)
     .file(&case)
+    .file(case.with_file_name("common.sh"))
     .timeout(Duration::from_secs(300));
     for d in data {
         cmd = cmd.file(d);
     }
-    let out = ok(ok(cmd.run()).success("qemu-peer.sh"));
+    let out = ok(cmd.run());
+    // Cases run again after the lab's early L2 reset: loud.
+    report_case_retries(&out.stdout);
+    let out = ok(out.success("qemu-peer.sh"));
     let log = out
         .log_dir
         .as_ref()
