@@ -774,6 +774,16 @@ def fmt(x, digits=2):
     return f"{x:.{digits}f}"
 
 
+def fmt_factor(x):
+    """How far a value is on the wrong side of its threshold: '1.55x', or, when that would
+    round to 1.00x, the percentage ('0.4%')."""
+    if x is None:
+        return "–"
+    if x < 1.005:
+        return f"{(x - 1) * 100:.1f}%"
+    return f"{fmt(x)}x"
+
+
 def fmt_time(ns):
     if ns is None:
         return "–"
@@ -962,12 +972,12 @@ def explain(t, emulated):
         )
         if t["met"] is False:
             if t["short_by"].get("vs_1.5"):
-                out.append(f"The ratio {fmt(t['pv_vmm'])} is {fmt(t['short_by']['vs_1.5'])}x short of 1.5.")
+                out.append(f"The ratio {fmt(t['pv_vmm'])} is {fmt_factor(t['short_by']['vs_1.5'])} short of 1.5.")
             if t["short_by"].get("vs_qemu"):
                 p, q = t.get("paired") or {}, t.get("qemu_paired") or {}
                 overlap = p and q and p["max"] >= q["min"]
                 out.append(
-                    f"It is {fmt(t['short_by']['vs_qemu'])}x below QEMU's {fmt(t['qemu'])}. Per round, pv-vmm's ratio ranged "
+                    f"It is {fmt_factor(t['short_by']['vs_qemu'])} below QEMU's {fmt(t['qemu'])}. Per round, pv-vmm's ratio ranged "
                     f"{fmt(p.get('min'))}–{fmt(p.get('max'))} and QEMU's {fmt(q.get('min'))}–{fmt(q.get('max'))}"
                     + (": the ranges overlap, so the gap is within the run-to-run spread of the emulated host, "
                        "and the counters per unmap show both VMMs using the same mechanism equally."
@@ -998,12 +1008,12 @@ def explain(t, emulated):
             v = t["pv_vmm"] or 0
             if v < 1.1:
                 out.append(
-                    f"{fmt(v)} is {fmt(t['short_by']['factor'])}x the target of 1: each membarrier went out as one SEND_IPI "
+                    f"{fmt(v)} is {fmt_factor(t['short_by']['factor'])} over the target of 1: each membarrier went out as one SEND_IPI "
                     f"hypercall; the {fmt(v - 1)} per operation above 1 are other function-call multicasts vCPU 0 sent in "
                     f"the same window (the count is by vector and thread, not by caller)."
                 )
             else:
-                out.append(f"{fmt(v)} sending exits per multicast is {fmt(t['short_by']['factor'])}x the target of 1.")
+                out.append(f"{fmt(v)} sending exits per multicast is {fmt_factor(t['short_by']['factor'])} over the target of 1.")
     elif t["id"] == "ipi_time":
         on, off = c.get("pv-vmm-on", {}), c.get("pv-vmm-off", {})
         times = t.get("time_per_op_ns", {})
@@ -1016,7 +1026,7 @@ def explain(t, emulated):
         )
         if t["met"] is False:
             out.append(
-                f"On/off is {fmt(t['pv_vmm'])}, {fmt(t['short_by']['factor'])}x above 0.5: with twice as many vCPUs as host "
+                f"On/off is {fmt(t['pv_vmm'])}, {fmt_factor(t['short_by']['factor'])} above 0.5: with twice as many vCPUs as host "
                 f"CPUs and a busy loop beside them, membarrier waits until every target vCPU has run its IPI handler, that is "
                 f"until the host scheduler runs each preempted target; PV send-IPI removes exits on the sender, not that "
                 f"wait, which dominates the time per multicast here."
@@ -1034,14 +1044,14 @@ def explain(t, emulated):
         if t["met"] is False:
             if t["id"] == "dedicated_vs_default":
                 out.append(
-                    f"{fmt(t['pv_vmm'])} is {fmt(t['short_by']['factor'])}x above 0.5: dedicated removes the HLT exits and "
+                    f"{fmt(t['pv_vmm'])} is {fmt_factor(t['short_by']['factor'])} above 0.5: dedicated removes the HLT exits and "
                     f"the host-side halt, but every wake-up still needs the waker's sending exit and an exit of the target "
                     f"to take the interrupt, and in the lab each of those is an emulated world switch that costs more "
                     f"than the halt it replaces."
                 )
             else:
                 out.append(
-                    f"{fmt(t['pv_vmm'])} is {fmt(t['short_by']['factor'])}x above 1.5: on the bare host (L1) a wake-up is an IPI "
+                    f"{fmt(t['pv_vmm'])} is {fmt_factor(t['short_by']['factor'])} above 1.5: on the bare host (L1) a wake-up is an IPI "
                     f"between L1's vCPUs; in the guest each one costs the exits counted above, each an emulated VM exit and "
                     f"entry, so the nested guest cannot come near the host here."
                 )
@@ -1185,7 +1195,7 @@ def write_report(res, cells, ratios, targets, plots, out_dir, path_for):
             parts = []
             for k, v in t["short_by"].items():
                 if v:
-                    parts.append(f"{fmt(v)}x {'short of 1.5' if k == 'vs_1.5' else 'below QEMU' if k == 'vs_qemu' else 'over the limit'}")
+                    parts.append(f"{fmt_factor(v)} {'short of 1.5' if k == 'vs_1.5' else 'below QEMU' if k == 'vs_qemu' else 'over the limit'}")
             short = "; ".join(parts)
         rows.append([t["text"], t["scenario"], t["metric"], fmt(t["pv_vmm"]), fmt(t["qemu"]), t["threshold"], verdict, short])
     L.append(md_table(["target", "scenario", "measure", "pv-vmm", "QEMU", "threshold", "verdict", "by how much"], rows))

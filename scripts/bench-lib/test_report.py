@@ -257,6 +257,12 @@ class Statistics(unittest.TestCase):
         self.assertFalse(t["met"])
         self.assertAlmostEqual(t["short_by"]["vs_1.5"], 1.25)
 
+    def test_factor_never_reads_1_00x(self):
+        self.assertEqual(report.fmt_factor(1.004), "0.4%")
+        self.assertEqual(report.fmt_factor(1.55), "1.55x")
+        self.assertEqual(report.fmt_factor(12.34), "12.3x")
+        self.assertEqual(report.fmt_factor(None), "–")
+
     def test_exit_reason_names(self):
         self.assertEqual(report.key_name("exits_by_reason", 0x81, "kvm_amd"), "VMMCALL")
         self.assertEqual(report.key_name("exits_by_reason", 0x4E, "kvm_amd"), "EXCP_14")
