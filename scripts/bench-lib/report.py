@@ -171,7 +171,7 @@ def kv_pairs(text):
 
 def parse_raw(path, boots_dir):
     """Reads the lab's stdout: INFO lines, BOOT lines, blobs (unpacked into boots_dir), and
-    RETRY lines (boots run again after a guest ended before the first workload)."""
+    RETRY lines (boots run again after failing before the first workload)."""
     info, boots, blobs, retries = {}, [], [], []
     with open(path, encoding="utf-8", errors="replace") as f:
         lines = f.read().replace("\r", "").split("\n")
@@ -1225,9 +1225,10 @@ def write_report(res, cells, ratios, targets, plots, out_dir, path_for):
     if res["retries"]:
         L.append("## Boots run again")
         L.append("")
-        L.append("A guest ended before the boot's first workload started (in the lab: its rare L2 fault, seen in both "
-                 "VMMs' guests); nothing had been measured, the boot ran once more and the figures above are the "
-                 "second run's:")
+        L.append("These boots failed before their first workload started (a guest ended, or was not ready in time; in "
+                 "the lab its rare L2 fault, seen in both VMMs' guests); nothing had been measured, so the boot ran "
+                 "once more and the figures above are the second run's. The console and stderr tails of the failed "
+                 "attempt are in the run's stderr.txt:")
         L.append("")
         for r in res["retries"]:
             L.append(f"- round {r['round']}, {r['scenario']}, {r['config']}: {r.get('reason')}")
@@ -1399,7 +1400,7 @@ def print_summary(res, targets, ratios):
         for f in res["failures"]:
             print(f"  round {f['round']} {f['scenario']} {f['config']}: {f.get('reason', f['result'])}")
     if res["retries"]:
-        print(f"RETRIED boots (a guest ended before the first workload, the boot ran again): {len(res['retries'])}")
+        print(f"RETRIED boots (failed before the first workload, the boot ran again): {len(res['retries'])}")
         for r in res["retries"]:
             print(f"  round {r['round']} {r['scenario']} {r['config']}: {r.get('reason')}")
     if res["lab_status"] not in (0,):

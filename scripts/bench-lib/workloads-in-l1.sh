@@ -360,18 +360,22 @@ run_boot() {
     seconds=$((seconds / 100)).$(printf '%02d' $((seconds % 100)))
 }
 
-# early_crash KINDS: whether the boot run_boot just did failed because a guest ended before
-# the first workload started: nothing was measured yet, so running the boot again loses
-# and biases nothing. In the lab that is the rare L2 fault (about once in 35-90 boots, in
-# pv-vmm's and QEMU's guests alike, mostly before /init is up but also seen right after;
-# QEMU with -no-reboot just exits), not a result of the configuration being measured.
+# early_crash KINDS: whether the boot run_boot just did failed before the first workload
+# started (a guest ended, or was not ready in time): nothing was measured yet, so running
+# the boot again loses and biases nothing. In the lab that is the rare L2 fault (about
+# once in 35-90 boots, in pv-vmm's and QEMU's guests alike, mostly before /init is up but
+# also seen right after; QEMU with -no-reboot just exits) and, once, a guest that stopped
+# making progress during boot. Sets ec_vm to the guest that ended (empty if none did).
 early_crash() {
+    ec_vm=""
     case "$boot_result" in
-    "fail reason=vm"*"-exited-before-${1%%,*}") ;;
+    "fail reason=vm"*"-exited-before-${1%%,*}")
+        ec_vm=${boot_result#fail reason=vm}
+        ec_vm=${ec_vm%%-*}
+        ;;
+    "fail reason=not-ready-for-${1%%,*}-after-"*) ;;
     *) return 1 ;;
     esac
-    ec_vm=${boot_result#fail reason=vm}
-    ec_vm=${ec_vm%%-*}
 }
 
 # One boot (run_boot's arguments), run once more after an early crash (see early_crash):
@@ -382,11 +386,13 @@ boot() {
     run_boot "$@"
     if early_crash "$4"; then
         echo "@@RETRY round=$round scenario=$scen config=$cfg $boot_result@@"
-        {
-            echo "workloads-in-l1: $round-$scen-$cfg: vm$ec_vm ended before the first workload; running the boot once more. Its console and stderr:"
-            tr -d '\r' <"$d/vm$ec_vm.log" | tail -n 20
-            tail -n 20 "$d/vm$ec_vm.err" 2>/dev/null
-        } >&2
+        echo "workloads-in-l1: $round-$scen-$cfg: $boot_result before the first workload; running the boot once more" >&2
+        for ec_log in "$d"/vm*.log; do
+            [ -z "$ec_vm" ] || [ "$ec_log" = "$d/vm$ec_vm.log" ] || continue
+            echo "--- ${ec_log##*/} and its VMM's stderr (tails):"
+            tr -d '\r' <"$ec_log" | tail -n 20
+            tail -n 20 "${ec_log%.log}.err" 2>/dev/null
+        done >&2
         rm -rf "$d"
         run_boot "$@"
     fi
