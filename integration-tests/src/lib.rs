@@ -795,7 +795,8 @@ mod tests {
         ] {
             assert!(!l1_crashed(other), "{other}");
         }
-        // The runner still words its crashes this way.
+        // The runner still words its crashes this way, and scripts/bench --quick (through
+        // LAB_L1_CRASH_RE in scripts/lab/lib.sh) tells them by the same words.
         let runner = std::fs::read_to_string(script("lab/run")).expect("scripts/lab/run");
         for phrase in [
             "lab_fail \"L1 kernel panic: ",
@@ -805,6 +806,11 @@ mod tests {
         ] {
             assert!(runner.contains(phrase), "scripts/lab/run lacks `{phrase}`");
         }
+        let lib = std::fs::read_to_string(script("lab/lib.sh")).expect("scripts/lab/lib.sh");
+        assert!(
+            lib.contains("LAB_L1_CRASH_RE='^LAB FAILURE: (L1 kernel panic|L1 reset|L1 died without the exit marker)'"),
+            "LAB_L1_CRASH_RE in scripts/lab/lib.sh no longer matches l1_crashed"
+        );
     }
 
     #[test]

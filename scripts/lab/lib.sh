@@ -26,6 +26,11 @@ LAB_GUEST_ARGS="${PV_LAB_GUEST_ARGS-lapic=notscdeadline}"
 # Exit status the lab uses for its own failures (never the command's).
 # shellcheck disable=SC2034
 LAB_FAILURE_STATUS=125
+# A lab failure that is L1 crashing (the runner's LAB FAILURE line): a kernel panic, a reset,
+# or death without the exit marker. The tests' LabCommand (integration_tests::l1_crashed)
+# and scripts/bench --quick run a command once more after one.
+# shellcheck disable=SC2034
+LAB_L1_CRASH_RE='^LAB FAILURE: (L1 kernel panic|L1 reset|L1 died without the exit marker)'
 
 # Print a message prefixed with the calling script's name, on stderr.
 log() {
