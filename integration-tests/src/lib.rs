@@ -429,8 +429,8 @@ pub fn report_retry(line: &str) {
     }
 }
 
-/// Reports, loudly, the cases a lab case script ran again after its guest triple-faulted
-/// before it was up (`@@RETRY <name> <error>@@` lines, see `retry_early_fault` in
+/// Reports, loudly, the cases a lab case script ran again because its guest never came up
+/// (it triple-faulted, reset or stalled; `@@RETRY <name> <error>@@` lines, see `retry_early_fault` in
 /// `integration-tests/lab-cases/common.sh`): printed, and appended to `PV_LAB_RETRY_LOG`
 /// like an L1 retry. Returns how many there were.
 pub fn report_case_retries(stdout: &str) -> usize {
@@ -440,7 +440,7 @@ pub fn report_case_retries(stdout: &str) -> usize {
         .collect();
     for retry in &retries {
         report_retry(&format!(
-            "RETRIED (the guest triple-faulted before it was up, the case ran again): {retry}"
+            "RETRIED (the guest never came up: it faulted, reset or stalled; the case ran again): {retry}"
         ));
     }
     retries.len()
