@@ -171,7 +171,8 @@ run_case() {
             # Leave the shell: /init prints @@GUEST-DONE@@ and powers off.
             echo exit >&3
         fi
-        wait_exit "$pid" "$limit"
+        # A failed case's guest is not going to power off: do not wait out the limit again.
+        if [ -z "$result" ]; then wait_exit "$pid" "$limit"; else wait_exit "$pid" 5; fi
         exec 3>&-
     fi
     tr -d '\r' <"$log" | sed 's/^/L2| /'
