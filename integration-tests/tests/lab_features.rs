@@ -625,8 +625,9 @@ fn lab_features_guest_view_and_host_counters() {
         vmcall.delta("hypercalls")
     );
 
-    // 3. PV send-IPI: with it every CALL_FUNCTION multicast goes out as one SEND_IPI
-    // hypercall and none as per-destination x2APIC ICR writes; without it, the reverse.
+    // 3. PV send-IPI: with it every CALL_FUNCTION multicast to a subset goes out as one
+    // SEND_IPI hypercall and none as per-destination x2APIC ICR writes; without it, the
+    // reverse.
     // Not every membarrier call becomes a two-target multicast: membarrier interrupts only
     // the CPUs currently running the process, and smp_call_function_many() interrupts only
     // the targets whose call queue was empty (a target vCPU preempted in L1 may still hold
@@ -686,12 +687,16 @@ fn lab_features_guest_view_and_host_counters() {
         ),
     );
     if traced {
+        // With the feature only an all-but-self multicast still goes by ICR write, as one
+        // shorthand write (Linux keeps the APIC's send_IPI_allbutself): the guest's own
+        // all-CPU calls, a handful in the window (1 in a CI run), never per destination.
         check(
-            by_icr_write(&on) == Some(0),
+            by_icr_write(&on).is_some_and(|n| n as f64 <= 0.1 * on.ops as f64 + 5.0),
             format!(
-                "PV send-IPI on: {:?} CALL_FUNCTION IPIs by x2APIC ICR write (want 0: every \
-                 multicast by hypercall)",
-                by_icr_write(&on)
+                "PV send-IPI on: {:?} CALL_FUNCTION IPIs by x2APIC ICR write for {} membarrier \
+                 calls (want about 0, at most 0.1 per call + 5: multicasts go by hypercall)",
+                by_icr_write(&on),
+                on.ops
             ),
         );
         check(
