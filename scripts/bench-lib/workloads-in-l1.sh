@@ -23,7 +23,7 @@
 # Output (stdout):
 #   @@INFO <key>=<value>@@
 #   @@RETRY round=<r> scenario=<s> config=<c> fail reason=<text>@@  (a boot run again after
-#     a guest ended before the first workload; see early_crash)
+#     it failed before the first workload: a guest ended or was not ready; see early_crash)
 #   @@BOOT round=<r> scenario=<s> config=<c> result=ok|fail [reason=<text>] seconds=<s>@@
 #   @@BLOB <round>-<scenario>-<config> BEGIN@@, base64 of a tar.gz of the boot's files
 #   (serial logs, command lines, counter samples), @@BLOB END@@
