@@ -191,7 +191,7 @@ while [ $# -ge 4 ]; do
     shift 4
     order="$order $name"
     if [ "$hog" = 0 ] && { [ "$jobs" = - ] || [ "$jobs" = refuse ]; }; then
-        retry_early_fault run_case "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1 &
+        retry_lab_fault run_case "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1 &
         batch=$((batch + 1))
         if [ $batch -ge "$ncpu" ]; then
             wait
@@ -200,7 +200,7 @@ while [ $# -ge 4 ]; do
     else
         wait
         batch=0
-        retry_early_fault run_case "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1
+        retry_lab_fault run_case "$name" "$cpus" "$hog" "$jobs" >"$work/$name.out" 2>&1
     fi
 done
 wait

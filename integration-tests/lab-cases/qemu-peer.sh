@@ -7,8 +7,8 @@
 #   NAME  a label for the case; CPU  the -cpu argument (e.g. host, or host,kvm-pv-ipi=off)
 #
 # Output (one line each, parsed by integration-tests):
-#   @@RETRY <name> <why>@@   (before a case run again after an early guest reset, see
-#                            retry_early_fault in common.sh)
+#   @@RETRY <name> <why>@@   (before a case run again after the lab lost its guest, see
+#                            retry_lab_fault in common.sh)
 #   @@CASE <name> BEGIN <cpu>@@
 #   L2| <each line of the guest's console>
 #   @@CASE <name> BOOT <seconds from QEMU start to @@GUEST-DONE@@>@@
@@ -95,7 +95,7 @@ run_case() {
 
 status=0
 while [ $# -ge 2 ]; do
-    out=$(retry_early_fault run_case "$1" "$2")
+    out=$(retry_lab_fault run_case "$1" "$2")
     printf '%s\n' "$out"
     printf '%s\n' "$out" | grep -q "^@@CASE $1 END ok@@" || status=1
     shift 2

@@ -115,7 +115,7 @@ run_case() {
 
 status=0
 while [ $# -ge 3 ]; do
-    out=$(retry_early_fault run_case "$1" "$2" "$3")
+    out=$(retry_lab_fault run_case "$1" "$2" "$3")
     printf '%s\n' "$out"
     printf '%s\n' "$out" | grep -q "^@@CASE $1 END ok@@" || status=1
     shift 3

@@ -429,21 +429,19 @@ pub fn report_retry(line: &str) {
     }
 }
 
-/// Reports, loudly, the cases a lab case script ran again because its guest never came up
-/// (it triple-faulted, reset or stalled; `@@RETRY <name> <error>@@` lines, see `retry_early_fault` in
-/// `integration-tests/lab-cases/common.sh`): printed, and appended to `PV_LAB_RETRY_LOG`
-/// like an L1 retry. Returns how many there were.
-pub fn report_case_retries(stdout: &str) -> usize {
-    let retries: Vec<&str> = stdout
+/// Reports, loudly, the cases a lab case script ran again because the lab lost their guest
+/// (it never came up, or it triple-faulted and the case failed; `@@RETRY <name> <error>@@`
+/// lines, see `retry_lab_fault` in `integration-tests/lab-cases/common.sh`): printed, and
+/// appended to `PV_LAB_RETRY_LOG` like an L1 retry.
+pub fn report_case_retries(stdout: &str) {
+    let retries = stdout
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("@@RETRY ")?.strip_suffix("@@"))
-        .collect();
-    for retry in &retries {
+        .filter_map(|l| l.trim().strip_prefix("@@RETRY ")?.strip_suffix("@@"));
+    for retry in retries {
         report_retry(&format!(
-            "RETRIED (the guest never came up: it faulted, reset or stalled; the case ran again): {retry}"
+            "RETRIED (the lab lost the guest: it faulted, reset or stalled; the case ran again): {retry}"
         ));
     }
-    retries.len()
 }
 
 /// A recorded lab run (see [`LabCommand::run`]).
@@ -942,6 +940,88 @@ L2| @@GSTAT ipi after cpu 3 4@@
         assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
         assert_eq!(tail("a", 5), "a");
         assert_eq!(tail("", 5), "");
+    }
+
+    /// `retry_lab_fault` (lab-cases/common.sh) on a case whose first run prints `first`
+    /// and whose second prints `@@CASE c END ok@@`: what it printed, and how many runs.
+    fn retry_lab_fault_on(first: &str) -> (String, usize) {
+        let dir = std::env::temp_dir().join(format!("retry-lab-fault-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("first"), first).expect("write");
+        let common = repo_root().join("integration-tests/lab-cases/common.sh");
+        let script = format!(
+            ". '{}'\n\
+             case_c() {{ echo run >>'{d}/runs'; \
+             if [ \"$(wc -l <'{d}/runs')\" -eq 1 ]; then cat '{d}/first'; \
+             else echo \"@@CASE $1 END ok@@\"; fi; }}\n\
+             retry_lab_fault case_c c\n",
+            common.display(),
+            d = dir.display()
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{out:?}");
+        let runs = std::fs::read_to_string(dir.join("runs"))
+            .expect("runs")
+            .lines()
+            .count();
+        let _ = std::fs::remove_dir_all(&dir);
+        (String::from_utf8_lossy(&out.stdout).into_owned(), runs)
+    }
+
+    #[test]
+    fn retry_lab_fault_reruns_only_what_the_lab_took() {
+        let fault = "VMM| pv-vmm: error: vCPU 1: the guest triple-faulted (KVM_EXIT_SHUTDOWN)";
+        let up = "L2| @@GUEST-UP 2.10@@";
+        let reset = "@@CASE c END fail the guest reset before it was up (its VM stopped)@@";
+        // (first run's output, run again?, the reason on the @@RETRY line)
+        let cases = [
+            (
+                format!("{fault}\n@@CASE c END fail x@@"),
+                true,
+                "triple-faulted",
+            ),
+            (
+                format!("{fault}\n@@CASE c END ok@@"),
+                true,
+                "triple-faulted",
+            ),
+            (
+                "@@CASE c END fail no '@@GUEST-UP' after 150 s@@".to_owned(),
+                true,
+                "END fail",
+            ),
+            (reset.to_owned(), true, "reset before it was up"),
+            (
+                format!("{up}\n{fault}\n@@CASE c END fail y@@"),
+                true,
+                "triple-faulted",
+            ),
+            // A guest that was up and then faulted as its case expects (the case passed),
+            // a failure with no fault, a refused start: results.
+            (format!("{up}\n{fault}\n@@CASE c END ok@@"), false, ""),
+            (format!("{up}\n@@CASE c END fail z@@"), false, ""),
+            ("@@CASE c END ok@@".to_owned(), false, ""),
+        ];
+        for (first, again, why) in cases {
+            let (out, runs) = retry_lab_fault_on(&first);
+            assert_eq!(runs, if again { 2 } else { 1 }, "{first}\n{out}");
+            let retry = out.lines().find(|l| l.starts_with("@@RETRY c "));
+            assert_eq!(retry.is_some(), again, "{first}\n{out}");
+            if let Some(line) = retry {
+                assert!(line.contains(why) && line.ends_with("@@"), "{line}");
+                assert_eq!(line.matches("@@").count(), 2, "{line}");
+                // The second run's output replaces the first's.
+                assert!(out.ends_with("@@CASE c END ok@@\n"), "{out}");
+                assert!(!out.contains(&first), "{out}");
+            } else {
+                assert_eq!(out.trim_end(), first, "{out}");
+            }
+        }
     }
 
     #[test]
