@@ -20,7 +20,8 @@
 #
 # Output (parsed by integration-tests, see integration_tests::peer):
 #   @@HOST cpus=<n> over=<n> tracefs=<yes|no> kernel=<release>@@
-#   @@RETRY <name> <pv-vmm's error>@@   (before a case run again after an early triple fault)
+#   @@RETRY <name> <pv-vmm's error>@@   (before a case run again after the lab lost its
+#                                        guest, see retry_lab_fault in common.sh)
 #   @@CASE <name> BEGIN <cpus>@@
 #   @@REC <name> info - <vm.info JSON>@@
 #   @@REC <name> counters <kind>-before|<kind>-after <vm.counters JSON>@@
@@ -178,6 +179,9 @@ run_case() {
     tr -d '\r' <"$log" | sed 's/^/L2| /'
     sed 's/^/VMM| /' "$err"
     [ "$exit_status" = killed ] && [ -z "$result" ] && result="fail pv-vmm still running after ${limit}s"
+    # No case here asks for a triple fault: one fails the case (and retry_lab_fault runs
+    # it once more).
+    grep -q 'triple-faulted' "$err" && [ -z "$result" ] && result="fail the guest triple-faulted"
     [ "$exit_status" != killed ] && echo "@@STAT $name vmm_exit $exit_status@@"
     echo "@@CASE $name BOOT $(elapsed_s "$t0")@@"
     echo "@@CASE $name END ${result:-ok}@@"

@@ -121,7 +121,7 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
         .file(script.with_file_name("common.sh"))
         .timeout(Duration::from_secs(600))
         .run());
-    // Cases run again after the lab's early L2 triple fault: loud.
+    // Cases run again after the lab lost their guest (a triple fault, a stall): loud.
     report_case_retries(&out.stdout);
     let results = parse_cases(&out.stdout);
     let find = |name: &str| -> &CaseResult {
