@@ -171,7 +171,7 @@ def kv_pairs(text):
 
 def parse_raw(path, boots_dir):
     """Reads the lab's stdout: INFO lines, BOOT lines, blobs (unpacked into boots_dir), and
-    RETRY lines (boots run again after failing before the first workload)."""
+    RETRY lines (boots run again after they failed)."""
     info, boots, blobs, retries = {}, [], [], []
     with open(path, encoding="utf-8", errors="replace") as f:
         lines = f.read().replace("\r", "").split("\n")
@@ -185,8 +185,11 @@ def parse_raw(path, boots_dir):
         elif m and m.group(1) == "BOOT":
             boots.append(kv_pairs(m.group(2).split(" result=")[0]) | parse_boot_result(m.group(2)))
         elif m and m.group(1) == "RETRY":
-            # round=<r> scenario=<s> config=<c> fail reason=<text>
-            retry = kv_pairs(m.group(2))
+            # round=<r> scenario=<s> config=<c> fail reason=<text, spaces allowed>
+            head, sep, reason = m.group(2).partition(" reason=")
+            retry = kv_pairs(head)
+            if sep:
+                retry["reason"] = reason
             retry["round"] = int(retry["round"]) if retry.get("round", "").isdigit() else 0
             retries.append(retry)
         else:
@@ -1225,10 +1228,11 @@ def write_report(res, cells, ratios, targets, plots, out_dir, path_for):
     if res["retries"]:
         L.append("## Boots run again")
         L.append("")
-        L.append("These boots failed before their first workload started (a guest ended, or was not ready in time; in "
-                 "the lab its rare L2 fault, seen in both VMMs' guests); nothing had been measured, so the boot ran "
-                 "once more and the figures above are the second run's. The console and stderr tails of the failed "
-                 "attempt are in the run's stderr.txt:")
+        L.append("These boots failed (a guest ended, was not ready in time, or did not finish a workload; in the lab "
+                 "its L2 fault, which comes to both VMMs' guests before and after they are up, or L1 crashing under "
+                 "a whole round), so the boot, or the round, ran once more: the failed attempt's figures were "
+                 "dropped whole and the figures above are the second run's. The console and stderr tails of the "
+                 "failed attempt are in the run's stderr.txt:")
         L.append("")
         for r in res["retries"]:
             L.append(f"- round {r['round']}, {r['scenario']}, {r['config']}: {r.get('reason')}")
@@ -1400,7 +1404,7 @@ def print_summary(res, targets, ratios):
         for f in res["failures"]:
             print(f"  round {f['round']} {f['scenario']} {f['config']}: {f.get('reason', f['result'])}")
     if res["retries"]:
-        print(f"RETRIED boots (failed before the first workload, the boot ran again): {len(res['retries'])}")
+        print(f"RETRIED boots (failed, the boot or round ran again): {len(res['retries'])}")
         for r in res["retries"]:
             print(f"  round {r['round']} {r['scenario']} {r['config']}: {r.get('reason')}")
     if res["lab_status"] not in (0,):

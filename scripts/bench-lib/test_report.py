@@ -197,17 +197,21 @@ class Parsing(unittest.TestCase):
     def test_retried_boot(self):
         raw = ("@@RETRY round=2 scenario=oversub config=qemu-off fail reason=vm1-exited-before-ipi@@\n"
                "@@BOOT round=2 scenario=oversub config=qemu-off result=ok seconds=12.0@@\n"
-               "@@RETRY round=x scenario=dedicated config=pv-vmm-on fail@@\n")
+               "@@RETRY round=x scenario=dedicated config=pv-vmm-on fail@@\n"
+               "@@RETRY round=3 scenario=all config=all fail reason=L1 crashed: L1 kernel panic: x@@\n")
         with tempfile.TemporaryDirectory() as root:
             p = os.path.join(root, "raw")
             write(p, raw)
             _, boots, _, retries = report.parse_raw(p, os.path.join(root, "boots"))
             self.assertEqual([b["result"] for b in boots], ["ok"])
-            self.assertEqual(len(retries), 2)
+            self.assertEqual(len(retries), 3)
             self.assertEqual((retries[0]["round"], retries[0]["scenario"], retries[0]["config"], retries[0]["reason"]),
                              (2, "oversub", "qemu-off", "vm1-exited-before-ipi"))
             # A malformed line is kept (it is reported), with what could be read.
             self.assertEqual((retries[1]["round"], retries[1].get("reason")), (0, None))
+            # A round that L1 crashed under: the reason runs to the end, spaces and all.
+            self.assertEqual((retries[2]["round"], retries[2]["scenario"], retries[2]["reason"]),
+                             (3, "all", "L1 crashed: L1 kernel panic: x"))
 
     def test_corrupt_blob_is_refused(self):
         with tempfile.TemporaryDirectory() as root:
