@@ -67,6 +67,12 @@ impl std::fmt::Debug for PioBus {
     }
 }
 
+/// The size of the elements a `KVM_EXIT_IO` access of `len` bytes splits into, or `None`
+/// when it is one access of all the bytes (`size` 0, or not dividing `len`).
+fn element_size(len: usize, size: usize) -> Option<usize> {
+    (size != 0 && len % size == 0).then_some(size)
+}
+
 impl PioBus {
     /// A bus with `serial` on COM1.
     pub fn new(serial: SharedSerial) -> Self {
@@ -82,10 +88,9 @@ impl PioBus {
     /// in turn as the CPU would. A `size` of 0, or one that does not divide the data, is
     /// taken as a single access of the whole data.
     pub fn read_elements(&self, port: u16, data: &mut [u8], size: usize) {
-        match size {
-            0 => self.read(port, data),
-            _ if data.len() % size != 0 => self.read(port, data),
-            _ => data.chunks_mut(size).for_each(|e| self.read(port, e)),
+        match element_size(data.len(), size) {
+            Some(size) => data.chunks_mut(size).for_each(|e| self.read(port, e)),
+            None => self.read(port, data),
         }
     }
 
@@ -94,10 +99,9 @@ impl PioBus {
     /// for something (power off, reset) ends it, and the rest are not written. `size`
     /// as in [`PioBus::read_elements`].
     pub fn write_elements(&self, port: u16, data: &[u8], size: usize) -> Option<VmRequest> {
-        match size {
-            0 => self.write(port, data),
-            _ if data.len() % size != 0 => self.write(port, data),
-            _ => data.chunks(size).find_map(|e| self.write(port, e)),
+        match element_size(data.len(), size) {
+            Some(size) => data.chunks(size).find_map(|e| self.write(port, e)),
+            None => self.write(port, data),
         }
     }
 
@@ -252,6 +256,16 @@ impl UtcTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn element_sizes() {
+        assert_eq!(element_size(4, 1), Some(1));
+        assert_eq!(element_size(8, 4), Some(4));
+        assert_eq!(element_size(0, 2), Some(2));
+        assert_eq!(element_size(4, 0), None);
+        assert_eq!(element_size(3, 2), None);
+        assert_eq!(element_size(2, 4), None);
+    }
 
     fn bus() -> (PioBus, Arc<Mutex<Vec<u8>>>) {
         #[derive(Clone)]
