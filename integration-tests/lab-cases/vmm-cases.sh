@@ -3,8 +3,10 @@
 # per case and prints the guest's console, pv-vmm's log, its exit status and, while the
 # guest idles (pv.idle=N on its command line), the growth of the VM's KVM statistics.
 #
-# Usage: vmm-cases.sh PV_VMM KERNEL INITRD TIMEOUT NAME CPUS CMDLINE_EXTRA [NAME CPUS EXTRA]...
+# Usage: vmm-cases.sh PV_VMM KERNEL INITRD TIMEOUT NAME CPUS MEMORY CMDLINE_EXTRA
+#                    [NAME CPUS MEMORY EXTRA]...
 #   CPUS           the --cpus value, e.g. boot=4 or boot=2,dedicated=on
+#   MEMORY         the --memory value, e.g. size=512M or size=512M,thp=off
 #   CMDLINE_EXTRA  appended to the guest kernel command line ('-' for nothing); with
 #                  pv.reboot the guest reboots, and the case ends with SIGTERM to pv-vmm
 #                  once the guest has come up twice; with '-- /bin/pv-load KIND SECONDS'
@@ -12,6 +14,7 @@
 #                  @@WORK line long enough to be sampled).
 #
 # Output (parsed by integration-tests, same format as qemu-peer.sh):
+#   @@THP <the host's /sys/kernel/mm/transparent_hugepage/enabled>@@  (once, first)
 #   @@CASE <name> BEGIN <cpus>@@
 #   L2| <each line of the guest's console>
 #   VMM| <each line pv-vmm wrote on stderr>
@@ -19,13 +22,15 @@
 #   @@STAT <name> load_<statistic> <growth from @@GUEST-UP to the load's @@WORK line>@@
 #   @@STAT <name> vmm_exit <pv-vmm's exit status>@@
 #   @@STAT <name> guest_boots <how often the guest came up>@@
+#   @@STAT <name> up_pages_4k|up_pages_2m <KVM's guest-RAM mappings of each size when the
+#                  guest first came up>@@
 #   @@CASE <name> BOOT <seconds from pv-vmm's start to its exit>@@
 #   @@CASE <name> END ok@@  or  @@CASE <name> END fail <reason>@@ (a guest triple fault
 #                  fails a case whose EXTRA does not hold reboot=t; the rest is judged by
 #                  the test)
 set -u
 
-[ $# -ge 7 ] || { echo "usage: $0 PV_VMM KERNEL INITRD TIMEOUT NAME CPUS EXTRA..." >&2; exit 2; }
+[ $# -ge 8 ] || { echo "usage: $0 PV_VMM KERNEL INITRD TIMEOUT NAME CPUS MEMORY EXTRA..." >&2; exit 2; }
 vmm=$1 kernel=$2 initrd=$3 limit=$4
 shift 4
 
@@ -36,26 +41,38 @@ shift 4
 # The lab's words for every guest (scripts/lab/lib.sh; none on bare metal).
 lab_guest=${PV_LAB_GUEST_ARGS:+ $PV_LAB_GUEST_ARGS}
 
+# The host's transparent-huge-page mode, e.g. "always [madvise] never" (the lab test
+# expects 2 MiB mappings of guest RAM unless it is "never").
+echo "@@THP $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo none)@@"
+
 IDLE_STATS="halt_exits exits halt_wakeup hypercalls"
 LOAD_STATS="hypercalls exits"
 work=$(mktemp -d /tmp/vmm-cases.XXXXXX)
 
-# run_case NAME CPUS EXTRA: one case, its whole output on stdout.
+# run_case NAME CPUS MEMORY EXTRA: one case, its whole output on stdout.
 run_case() {
-    name=$1 cpus=$2 extra=$3
+    name=$1 cpus=$2 memory=$3 extra=$4
     [ "$extra" = - ] && extra=""
     rm -f "$work/$name".*
     log=$work/$name.log err=$work/$name.err
     echo "@@CASE $name BEGIN $cpus@@"
     t0=$(now_cs)
-    "$vmm" -v --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" --memory size=512M \
+    "$vmm" -v --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" --memory "$memory" \
         --serial tty --cmdline "console=ttyS0 quiet panic=-1$lab_guest $extra" </dev/null >"$log" 2>"$err" &
     pid=$!
-    result="" sampled="" loaded="" exit_status=""
+    result="" sampled="" loaded="" pages="" exit_status=""
     while :; do
         if ! kill -0 "$pid" 2>/dev/null; then
             wait "$pid"; exit_status=$?
             break
+        fi
+        # How KVM maps guest RAM once the guest is up (memory.thp: 2 MiB pages or none).
+        if [ -z "$pages" ] && grep -q '@@GUEST-UP' "$log"; then
+            pages=done
+            for s in pages_4k pages_2m; do
+                n=$(stat_of "$pid" "$s")
+                [ -n "$n" ] && echo "@@STAT $name up_$s $n@@"
+            done
         fi
         # Around the guest's load: from its first line to its @@WORK report (sampled before
         # the idle window below, which sleeps).
@@ -122,11 +139,11 @@ run_case() {
 }
 
 status=0
-while [ $# -ge 3 ]; do
-    out=$(retry_lab_fault run_case "$1" "$2" "$3")
+while [ $# -ge 4 ]; do
+    out=$(retry_lab_fault run_case "$1" "$2" "$3" "$4")
     printf '%s\n' "$out"
     printf '%s\n' "$out" | grep -q "^@@CASE $1 END ok@@" || status=1
-    shift 3
+    shift 4
 done
 rm -rf "$work"
 exit $status

@@ -90,17 +90,20 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
     // but self goes out as one APIC shorthand instead). pv.idle keeps the VM up after the
     // load's report.
     let ipi_load = "pv.idle=1 -- /bin/pv-load ipi-mask 3";
-    let cases: [(&str, &str, &str); 9] = [
-        ("default4", "boot=4", ipi_load),
-        ("hyperv4", "boot=4,kvm_hyperv=on", ipi_load),
-        ("off", "boot=2,kvm_pv=off", "-"),
-        ("shared_idle", "boot=2", "pv.idle=3"),
-        ("dedicated", "boot=2,dedicated=on", "pv.idle=3"),
-        ("one", "boot=1", "-"),
-        ("eight", "boot=8", "-"),
-        ("reboot", "boot=2", "pv.reboot"),
+    // (name, --cpus, --memory, guest command-line words)
+    let mem = "size=512M";
+    let cases: [(&str, &str, &str, &str); 9] = [
+        ("default4", "boot=4", mem, ipi_load),
+        ("hyperv4", "boot=4,kvm_hyperv=on", mem, ipi_load),
+        // Also guest RAM without transparent huge pages.
+        ("off", "boot=2,kvm_pv=off", "size=512M,thp=off", "-"),
+        ("shared_idle", "boot=2", mem, "pv.idle=3"),
+        ("dedicated", "boot=2,dedicated=on", mem, "pv.idle=3"),
+        ("one", "boot=1", mem, "-"),
+        ("eight", "boot=8", mem, "-"),
+        ("reboot", "boot=2", mem, "pv.reboot"),
         // reboot=t: the guest reboots by triple fault, which pv-vmm treats as fatal.
-        ("triple", "boot=1", "pv.reboot reboot=t"),
+        ("triple", "boot=1", mem, "pv.reboot reboot=t"),
     ];
     let mut args: Vec<String> = vec![
         "sh".into(),
@@ -110,8 +113,8 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
         assets.initramfs.display().to_string(),
         "90".into(),
     ];
-    for (name, cpus, extra) in cases {
-        args.extend([name.to_owned(), cpus.to_owned(), extra.to_owned()]);
+    for (name, cpus, memory, extra) in cases {
+        args.extend([name, cpus, memory, extra].map(str::to_owned));
     }
     let out = ok(LabCommand::new(args)
         .file(&vmm)
@@ -130,7 +133,7 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
             .find(|c| c.name == name)
             .unwrap_or_else(|| panic!("case {name} missing:\n{}\n{}", out.stdout, out.stderr))
     };
-    for (name, cpus, _) in cases {
+    for (name, cpus, _, _) in cases {
         let c = find(name);
         println!(
             "case {name} (--cpus {cpus}): {:.2} s, exit {}, boots {}, kvm-guest: {:?}, idle halt_exits {:?}",
@@ -328,6 +331,39 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
     let off = find("off");
     assert!(off.pv_lines_present().is_empty(), "{}", dump(off));
     assert_eq!(guest_cpuid(off), None, "{}", dump(off));
+
+    // memory.thp: KVM maps guest RAM with 2 MiB pages by default (where the host has
+    // transparent huge pages at all), and with 4 KiB pages only under thp=off, even where
+    // the host's mode is `always`.
+    let thp_mode = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("@@THP ")?.strip_suffix("@@"))
+        .unwrap_or("none");
+    let pages = |c: &CaseResult| {
+        (
+            c.stats.get("up_pages_4k").copied(),
+            c.stats.get("up_pages_2m").copied(),
+        )
+    };
+    println!(
+        "KVM guest-RAM mappings when up (4 KiB, 2 MiB), host THP \"{thp_mode}\": default4 {:?}, off (thp=off) {:?}",
+        pages(find("default4")),
+        pages(off)
+    );
+    let (off_4k, off_2m) = pages(off);
+    assert_eq!(off_2m, Some(0), "thp=off\n{}", dump(off));
+    assert!(off_4k.is_some_and(|n| n > 0), "thp=off\n{}", dump(off));
+    if thp_mode.contains("[always]") || thp_mode.contains("[madvise]") {
+        for name in ["default4", "one", "eight"] {
+            let c = find(name);
+            assert!(
+                pages(c).1.is_some_and(|n| n > 0),
+                "case {name}: no 2 MiB mapping with thp on (host THP {thp_mode})\n{}",
+                dump(c)
+            );
+        }
+    }
 
     // dedicated=on: the realtime hint, no TLB-flush or sched-yield line, PV spinlocks off.
     let ded = find("dedicated");

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use hypervisor_glue::cpus::CpusConfig;
-use hypervisor_glue::option_parser::{OptionError, OptionParser};
+use hypervisor_glue::option_parser::{parse_toggle, OptionError, OptionParser};
+
+use crate::vm_config::MemoryConfig;
 
 /// Default guest RAM (Cloud Hypervisor's default).
 pub const DEFAULT_MEMORY: u64 = 512 << 20;
@@ -35,7 +37,8 @@ pub struct Cli {
     #[arg(long, value_name = "OPTIONS", default_value = "boot=1", long_help = cpus_long_help())]
     pub cpus: String,
 
-    /// Guest RAM: size=BYTES with an optional K, M or G suffix.
+    /// Guest RAM: size=BYTES with an optional K, M or G suffix; thp=on|off: transparent
+    /// huge pages asked for (default) or refused.
     #[arg(long, value_name = "OPTIONS", default_value = "size=512M")]
     pub memory: String,
 
@@ -93,6 +96,14 @@ pub enum ConfigError {
         /// Why it is refused.
         reason: String,
     },
+    /// `--memory thp` not a toggle.
+    #[error("--memory thp={value}: {reason}")]
+    MemoryThp {
+        /// The value as given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// A flag value this VMM does not support.
     #[error("{flag} {value}: {reason}")]
     Unsupported {
@@ -108,15 +119,28 @@ pub enum ConfigError {
     NoKernel,
 }
 
-/// Parses `size=<n>[K|M|G]` as Cloud Hypervisor does (binary units).
-pub fn parse_memory(value: &str) -> Result<u64, ConfigError> {
-    let mut parser = OptionParser::new("--memory", &["size"]);
+/// Parses `size=<n>[K|M|G],thp=on|off` as Cloud Hypervisor does (binary units; `thp`
+/// defaults to on).
+pub fn parse_memory(value: &str) -> Result<MemoryConfig, ConfigError> {
+    let mut parser = OptionParser::new("--memory", &["size", "thp"]);
     parser.parse(value)?;
-    let Some(size) = parser.get("size") else {
-        return Ok(DEFAULT_MEMORY);
+    let thp = match parser.get("thp") {
+        None => true,
+        Some(value) => {
+            parse_toggle(&value).map_err(|reason| ConfigError::MemoryThp { value, reason })?
+        }
     };
+    let size = match parser.get("size") {
+        None => DEFAULT_MEMORY,
+        Some(size) => parse_memory_size(&size)?,
+    };
+    Ok(MemoryConfig { size, thp })
+}
+
+/// `--memory size=`: bytes with an optional K, M or G suffix, within the supported range.
+fn parse_memory_size(size: &str) -> Result<u64, ConfigError> {
     let bad = |reason: &str| ConfigError::MemorySize {
-        value: size.clone(),
+        value: size.to_owned(),
         reason: reason.to_owned(),
     };
     let (digits, shift) = match size.trim().strip_suffix(['K', 'M', 'G']) {
@@ -190,11 +214,29 @@ mod tests {
 
     #[test]
     fn memory_sizes() {
-        assert_eq!(parse_memory("size=512M").ok(), Some(512 << 20));
-        assert_eq!(parse_memory("size=1G").ok(), Some(1 << 30));
-        assert_eq!(parse_memory("size=131072K").ok(), Some(128 << 20));
-        assert_eq!(parse_memory("size=268435456").ok(), Some(256 << 20));
-        assert_eq!(parse_memory("").ok(), Some(DEFAULT_MEMORY));
+        let size = |s: &str| parse_memory(s).ok().map(|m| m.size);
+        assert_eq!(size("size=512M"), Some(512 << 20));
+        assert_eq!(size("size=1G"), Some(1 << 30));
+        assert_eq!(size("size=131072K"), Some(128 << 20));
+        assert_eq!(size("size=268435456"), Some(256 << 20));
+        assert_eq!(size(""), Some(DEFAULT_MEMORY));
+    }
+
+    #[test]
+    fn memory_thp_toggles_and_defaults_on() {
+        let thp = |s: &str| parse_memory(s).ok().map(|m| m.thp);
+        assert_eq!(thp(""), Some(true));
+        assert_eq!(thp("size=1G"), Some(true));
+        assert_eq!(thp("size=1G,thp=off"), Some(false));
+        assert_eq!(thp("thp=on"), Some(true));
+        assert_eq!(thp("thp=false"), Some(false));
+        let err = parse_memory("size=1G,thp=maybe")
+            .expect_err("maybe")
+            .to_string();
+        assert_eq!(
+            err,
+            "--memory thp=maybe: expected on or off (or true or false)"
+        );
     }
 
     #[test]
@@ -208,7 +250,7 @@ mod tests {
             ("size=67108865", "multiple of 4K"),
             (
                 "sise=1G",
-                "unknown key `sise` in --memory; valid keys: size",
+                "unknown key `sise` in --memory; valid keys: size, thp",
             ),
             ("size", "needs a value"),
         ] {

@@ -530,6 +530,7 @@ pub fn spec_of(config: &VmConfig) -> VmSpec {
         initramfs: config.payload.initramfs.clone(),
         cmdline: config.payload.cmdline.clone(),
         memory: config.memory.size,
+        thp: config.memory.thp,
         vcpus: cpus.boot_vcpus,
         topology,
         phys_bits: cpus.max_phys_bits,

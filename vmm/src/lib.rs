@@ -15,6 +15,7 @@ pub mod devices;
 pub mod exit_counters;
 pub mod layout;
 pub mod pvh;
+pub mod ram;
 pub mod seccomp;
 pub mod terminal;
 pub mod topology;

@@ -38,11 +38,12 @@ use pv_features::setup::PvVm;
 use pv_features::stats::{Stats, StatsFd};
 use pv_features::steal_time::{read_snapshot, StealTimeMsr, StealTimeSnapshot};
 use serde::Serialize;
-use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::{self, IrqTrigger, PioBus, SharedSerial};
 use crate::exit_counters::VmmExits;
+use crate::ram::GuestRam;
 use crate::seccomp::Filters;
 use crate::topology::{advertise_tsc_deadline, patch_vcpu_cpuid, Topology};
 use crate::vcpu::{self, Event, MsrRead, VcpuShared};
@@ -63,6 +64,8 @@ pub struct VmSpec {
     pub cmdline: String,
     /// Guest RAM in bytes.
     pub memory: u64,
+    /// Ask for transparent huge pages for guest RAM (`memory.thp`).
+    pub thp: bool,
     /// vCPUs at boot.
     pub vcpus: u32,
     /// The guest's CPU shape.
@@ -93,9 +96,9 @@ pub enum VmError {
     Memory {
         /// How much was asked.
         bytes: u64,
-        /// vm-memory's error.
+        /// Why.
         #[source]
-        source: vm_memory::mmap::FromRangesError,
+        source: crate::ram::RamError,
     },
     /// Loading the kernel or setting the boot state failed.
     #[error(transparent)]
@@ -132,7 +135,8 @@ pub struct VcpuThreads<'a> {
 pub struct RunningVm {
     vm: VmFd,
     pv: PvVm,
-    mem: GuestMemoryMmap,
+    /// Guest RAM; dropped after `vm` (field order), so KVM's VM goes before the mappings.
+    ram: GuestRam,
     shared: Arc<VcpuShared>,
     threads: Vec<JoinHandle<()>>,
     vm_stats: Option<StatsFd>,
@@ -186,20 +190,21 @@ impl RunningVm {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-        let mem = guest_memory(&vm, spec.memory)?;
+        let ram = guest_memory(&vm, spec.memory, spec.thp)?;
+        let mem = ram.mem();
         vm.register_irqfd(serial_irq, devices::COM1_IRQ)
             .map_err(kvm_err("KVM_IRQFD for the serial port"))?;
 
-        let rsdp = acpi::write_tables(&mem, spec.vcpus)?;
+        let rsdp = acpi::write_tables(mem, spec.vcpus)?;
         let entry = boot::load_kernel(
-            &mem,
+            mem,
             &spec.kernel,
             spec.initramfs.as_deref(),
             &spec.cmdline,
             &layout::e820_map(spec.memory),
             rsdp,
         )?;
-        boot::write_boot_tables(&mem, &entry)?;
+        boot::write_boot_tables(mem, &entry)?;
 
         let mut supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -286,7 +291,7 @@ impl RunningVm {
         Ok(Self {
             vm,
             pv,
-            mem,
+            ram,
             shared,
             threads,
             vm_stats,
@@ -390,11 +395,12 @@ impl RunningVm {
     }
 
     fn steal_time(&self, msr: u64) -> StealTime {
-        let located = StealTimeMsr::decode(msr, self.phys_bits).and_then(|m| m.locate(&self.mem));
+        let located =
+            StealTimeMsr::decode(msr, self.phys_bits).and_then(|m| m.locate(self.ram.mem()));
         let invalid = |error: String| StealTime::Invalid { msr, error };
         match located {
             Ok(None) => StealTime::Disabled { msr },
-            Ok(Some(gpa)) => match read_snapshot(&self.mem, gpa) {
+            Ok(Some(gpa)) => match read_snapshot(self.ram.mem(), gpa) {
                 Ok(record) => StealTime::Enabled {
                     msr,
                     gpa: gpa.raw_value(),
@@ -412,7 +418,8 @@ impl RunningVm {
         if let Err(e) = self.vm.unregister_irqfd(serial_irq, devices::COM1_IRQ) {
             log::debug!("unregistering the serial irqfd: {e}");
         }
-        // Guest RAM (`self.mem`) is unmapped only now, after every vCPU thread stopped.
+        // Guest RAM (`self.ram`) is unmapped only now, after every vCPU thread stopped and
+        // after the VM's file descriptor closed (field order).
     }
 }
 
@@ -500,14 +507,23 @@ pub struct Counters {
     pub vcpus: Vec<VcpuCounters>,
 }
 
-/// Allocates guest RAM and registers each region as a KVM memory slot.
-fn guest_memory(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, VmError> {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&layout::ram_regions(size)).map_err(|source| {
-        VmError::Memory {
+/// Allocates guest RAM (2 MiB aligned; transparent huge pages asked for when `thp` is set)
+/// and registers each region as a KVM memory slot.
+fn guest_memory(vm: &VmFd, size: u64, thp: bool) -> Result<GuestRam, VmError> {
+    let (ram, refused) =
+        GuestRam::new(&layout::ram_regions(size), thp).map_err(|source| VmError::Memory {
             bytes: size,
             source,
-        }
-    })?;
+        })?;
+    if let Some(e) = refused {
+        let (advice, thp) = if thp {
+            ("MADV_HUGEPAGE", "on")
+        } else {
+            ("MADV_NOHUGEPAGE", "off")
+        };
+        log::warn!("guest RAM: the host refused {advice} (memory.thp={thp}): {e}");
+    }
+    let mem = ram.mem();
     for (slot, region) in mem.iter().enumerate() {
         let host = mem
             .get_host_address(region.start_addr())
@@ -522,13 +538,13 @@ fn guest_memory(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, VmError> {
             userspace_addr: host as u64,
             flags: 0,
         };
-        // SAFETY: the region is `mem`'s own mapping of exactly `region.len()` bytes; the
-        // caller keeps `mem` alive until every vCPU thread has stopped, after which the VM
-        // no longer touches it.
+        // SAFETY: the region is `ram`'s own mapping of exactly `region.len()` bytes; the
+        // caller keeps `ram` alive until every vCPU thread has stopped and the VM is
+        // closed, after which KVM no longer touches it.
         unsafe { vm.set_user_memory_region(slot_region) }
             .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
     }
-    Ok(mem)
+    Ok(ram)
 }
 
 /// A fresh serial device writing to `out`, with its interrupt eventfd.

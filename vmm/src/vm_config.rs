@@ -20,12 +20,22 @@ pub struct MemoryConfig {
     /// Bytes of guest RAM (default 512 MiB).
     #[serde(default = "default_memory_size")]
     pub size: u64,
+    /// Back guest RAM with transparent huge pages: on asks the host kernel for them
+    /// (`madvise(MADV_HUGEPAGE)`; the default, as in Cloud Hypervisor and QEMU), off asks
+    /// against them (`MADV_NOHUGEPAGE`).
+    #[serde(default = "default_thp")]
+    pub thp: bool,
+}
+
+fn default_thp() -> bool {
+    true
 }
 
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
             size: DEFAULT_MEMORY,
+            thp: default_thp(),
         }
     }
 }
@@ -140,9 +150,7 @@ impl VmConfig {
         };
         Ok(Self {
             cpus: config::parse_cpus(&cli.cpus)?,
-            memory: MemoryConfig {
-                size: config::parse_memory(&cli.memory)?,
-            },
+            memory: config::parse_memory(&cli.memory)?,
             payload: PayloadConfig {
                 kernel,
                 initramfs: cli.initramfs.clone(),
@@ -210,9 +218,21 @@ mod tests {
     fn minimal_config_takes_the_defaults() {
         let cfg = parse(r#"{"payload":{"kernel":"/k"}}"#).expect("parses");
         assert_eq!(cfg.memory.size, DEFAULT_MEMORY);
+        assert!(cfg.memory.thp);
         assert_eq!(cfg.cpus.boot_vcpus, 1);
         assert_eq!(cfg.payload.cmdline, "console=ttyS0");
         assert_eq!(cfg.serial_mode(), SerialMode::Null);
+    }
+
+    #[test]
+    fn memory_thp_is_cloud_hypervisors_field() {
+        let cfg = parse(r#"{"payload":{"kernel":"/k"},"memory":{"size":1073741824,"thp":false}}"#)
+            .expect("parses");
+        assert_eq!((cfg.memory.size, cfg.memory.thp), (1 << 30, false));
+        let err = parse(r#"{"payload":{"kernel":"/k"},"memory":{"thp":"off"}}"#)
+            .expect_err("a string")
+            .to_string();
+        assert!(err.contains("expected a boolean"), "{err}");
     }
 
     #[test]
