@@ -60,8 +60,8 @@ LAB_FAULT='triple-faulted\|the guest reset before it was up'
 
 # retry_lab_fault CASE_FUNCTION NAME ARGS...: runs CASE_FUNCTION NAME ARGS... (one case,
 # its whole output on stdout) and runs it once more when the lab took its guest away:
-#  - the guest never came up (no 'L2| ...@@GUEST-UP') and it triple-faulted, reset, or stalled
-#    (the case failed);
+#  - the guest never came up (no 'L2| ...@@GUEST-UP') and it triple-faulted, reset, or
+#    stalled (the case failed);
 #  - or the case failed and its guest triple-faulted after it was up (a case that expects
 #    the fault, and so passes, is not run again).
 # In the lab such faults come in pv-vmm's and QEMU's guests alike, before and after they
