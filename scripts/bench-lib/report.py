@@ -1230,8 +1230,8 @@ def write_report(res, cells, ratios, targets, plots, out_dir, path_for):
         L.append("")
         L.append("These boots failed (a guest ended, was not ready in time, or did not finish a workload; in the lab "
                  "its L2 fault, which comes to both VMMs' guests before and after they are up, or L1 crashing under "
-                 "a whole round), so the boot, or the round, ran once more: the failed attempt's figures were "
-                 "dropped whole and the figures above are the second run's. The console and stderr tails of the "
+                 "a whole round), so the boot, or the round, ran again: each failed attempt's figures were "
+                 "dropped whole and the figures above are the last attempt's. The console and stderr tails of each "
                  "failed attempt are in the run's stderr.txt:")
         L.append("")
         for r in res["retries"]:
