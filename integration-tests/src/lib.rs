@@ -1001,6 +1001,11 @@ L2| @@GSTAT ipi after cpu 3 4@@
                 true,
                 "triple-faulted",
             ),
+            (
+                format!("{up}\n@@CASE c END fail the guest reset after it was up (stopped)@@"),
+                true,
+                "reset after it was up",
+            ),
             // A guest that was up and then faulted as its case expects (the case passed),
             // a failure with no fault, a refused start: results.
             (format!("{up}\n{fault}\n@@CASE c END ok@@"), false, ""),
