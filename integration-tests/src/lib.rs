@@ -399,17 +399,16 @@ impl LabCommand {
     }
 }
 
+/// How `scripts/lab/run` begins the reason of every lab failure that is L1 itself crashing
+/// (a kernel panic, a reset, an end without the exit marker, a wedged L1: its `lab_crash`,
+/// the one place that decides which failures those are).
+pub const L1_CRASHED: &str = "L1 crashed: ";
+
 /// Whether a lab failure's reason (the runner's `LAB FAILURE:` line) says L1 itself
-/// crashed: a kernel panic, a reset, or an end without the exit marker. Timeouts, a missing
-/// `/dev/kvm` and tools that failed are not crashes (they would fail again, or hide a hang).
+/// crashed. Timeouts, a missing `/dev/kvm` and tools that failed are not crashes (they
+/// would fail again, or hide a hang).
 pub fn l1_crashed(reason: &str) -> bool {
-    [
-        "L1 kernel panic",
-        "L1 reset",
-        "L1 died without the exit marker",
-    ]
-    .iter()
-    .any(|p| reason.starts_with(p))
+    reason.starts_with(L1_CRASHED)
 }
 
 /// Prints a retry on stderr and appends it to `PV_LAB_RETRY_LOG`, when set (scripts/test
@@ -776,10 +775,9 @@ mod tests {
     #[test]
     fn only_l1_crashes_are_retried() {
         for crash in [
-            "L1 kernel panic: [  319.509595] Kernel panic - not syncing: corrupted stack end",
-            "L1 kernel panic after the command finished (status 0): [ 1.0] Kernel panic",
-            "L1 reset (reboot) before the exit marker (QEMU status 0)",
-            "L1 died without the exit marker and without a panic message (QEMU status 1)",
+            "L1 crashed: kernel panic: [  319.509595] Kernel panic - not syncing: corrupted stack end",
+            "L1 crashed: reset (reboot) before the exit marker (QEMU status 0)",
+            "L1 crashed: wedged: RCU stall (rcu: INFO: rcu_sched self-detected stall on CPU)",
         ] {
             assert!(l1_crashed(crash), "{crash}");
         }
@@ -787,27 +785,33 @@ mod tests {
             "timeout after 600s (QEMU killed)",
             "no /dev/kvm in L1 after loading irqbypass, kvm, kvm-amd",
             "QEMU failed (status 1) before L1's init ran",
-            "L1 stopped before its init ran (QEMU status 1)",
             "building the L1 initramfs failed",
+            "L1 kernel panic: an old runner's words",
             "",
         ] {
             assert!(!l1_crashed(other), "{other}");
         }
-        // The runner still words its crashes this way, and scripts/bench --quick (through
-        // LAB_L1_CRASH_RE in scripts/lab/lib.sh) tells them by the same words.
+        // The runner words every crash through lab_crash, and nothing else through it;
+        // scripts/bench (LAB_L1_CRASH_RE in scripts/lab/lib.sh) looks for the same prefix.
         let runner = std::fs::read_to_string(script("lab/run")).expect("scripts/lab/run");
+        assert!(runner.contains(&format!("lab_fail \"{L1_CRASHED}$1\"")));
         for phrase in [
-            "lab_fail \"L1 kernel panic: ",
-            "lab_fail \"L1 kernel panic after",
-            "lab_fail \"L1 reset ",
-            "lab_fail \"L1 died without the exit marker",
+            "lab_crash \"kernel panic: ",
+            "lab_crash \"kernel panic after",
+            "lab_crash \"reset ",
+            "lab_crash \"died without the exit marker",
+            "lab_crash \"$wedged_why\"",
         ] {
             assert!(runner.contains(phrase), "scripts/lab/run lacks `{phrase}`");
         }
+        for past in ["kernel panic", "reset", "died", "wedged"] {
+            let worded = format!("lab_fail \"L1 {past}");
+            assert!(!runner.contains(&worded), "an L1 crash worded past lab_crash: {worded}");
+        }
         let lib = std::fs::read_to_string(script("lab/lib.sh")).expect("scripts/lab/lib.sh");
         assert!(
-            lib.contains("LAB_L1_CRASH_RE='^LAB FAILURE: (L1 kernel panic|L1 reset|L1 died without the exit marker)'"),
-            "LAB_L1_CRASH_RE in scripts/lab/lib.sh no longer matches l1_crashed"
+            lib.contains(&format!("LAB_L1_CRASH_RE='^LAB FAILURE: {L1_CRASHED}'")),
+            "LAB_L1_CRASH_RE in scripts/lab/lib.sh no longer matches L1_CRASHED"
         );
     }
 

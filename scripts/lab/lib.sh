@@ -26,11 +26,12 @@ LAB_GUEST_ARGS="${PV_LAB_GUEST_ARGS-lapic=notscdeadline}"
 # Exit status the lab uses for its own failures (never the command's).
 # shellcheck disable=SC2034
 LAB_FAILURE_STATUS=125
-# A lab failure that is L1 crashing (the runner's LAB FAILURE line): a kernel panic, a reset,
-# or death without the exit marker. The tests' LabCommand (integration_tests::l1_crashed)
-# and scripts/bench --quick run a command once more after one.
+# A lab failure that is L1 crashing: scripts/lab/run alone decides which failures those are
+# (lab_crash: a kernel panic, a reset, death without the exit marker, a wedged L1) and
+# words them "LAB FAILURE: L1 crashed: <what>"; the tests' LabCommand
+# (integration_tests::L1_CRASHED) and scripts/bench run a command once more after one.
 # shellcheck disable=SC2034
-LAB_L1_CRASH_RE='^LAB FAILURE: (L1 kernel panic|L1 reset|L1 died without the exit marker)'
+LAB_L1_CRASH_RE='^LAB FAILURE: L1 crashed: '
 
 # Print a message prefixed with the calling script's name, on stderr.
 log() {
@@ -82,4 +83,117 @@ sha256_file() {
 host_has_hw_virt() {
     grep -qwE 'vmx|svm' /proc/cpuinfo 2>/dev/null &&
         { [[ -d /sys/module/kvm_intel ]] || [[ -d /sys/module/kvm_amd ]]; }
+}
+
+# ------------------------------------------------------------------------- host tools
+# What each command of the project needs on the host, by set; one table for every script.
+# ensure_host_tools SET... checks them all first and installs what is missing in one step
+# (Debian packages; QEMU >= 10 from bookworm-backports), saying in one line what it
+# installs; where it cannot install (not root, not Debian, PV_HOST_TOOLS_INSTALL=no) it
+# names every missing tool and its package and exits 1, before any other work.
+#   initramfs  the lab's images: cpio, gzip, a static busybox
+#   cc         the guests' static workloads: gcc, a static libc
+#   qemu       qemu-system-x86 >= 10 (L1 and the peer VMM), util-linux (flock)
+#   lab        initramfs + cc + qemu
+#   hostile    the raw PVH test guests: gcc, binutils
+#   fuzz       cargo-fuzz's libFuzzer: a C++ compiler
+#   python     a python3 that makes venvs (the benchmark report, schemathesis)
+#   rust       cargo (rustup's; not installed here)
+LAB_MIN_QEMU_MAJOR=10
+LAB_BACKPORTS_LINE="deb http://deb.debian.org/debian bookworm-backports main"
+
+# Major version of qemu-system-x86_64 on PATH, or 0 when absent.
+qemu_major() {
+    local v
+    command -v qemu-system-x86_64 >/dev/null 2>&1 || { echo 0; return; }
+    v="$(qemu-system-x86_64 --version | sed -n 's/^QEMU emulator version \([0-9]*\)\..*/\1/p')"
+    echo "${v:-0}"
+}
+
+# missing_host_tools SET...: prints 'TOOL PACKAGE' for each missing tool (PACKAGE
+# 'qemu-system-x86/bookworm-backports' for QEMU, '-' for what apt cannot give).
+missing_host_tools() {
+    local set busybox="${PV_LAB_BUSYBOX:-/bin/busybox}"
+    for set in "$@"; do
+        case "$set" in
+        lab) missing_host_tools initramfs cc qemu ;;
+        initramfs)
+            command -v cpio >/dev/null 2>&1 || echo "cpio cpio"
+            command -v gzip >/dev/null 2>&1 || echo "gzip gzip"
+            { [[ -x "$busybox" ]] && ! ldd "$busybox" >/dev/null 2>&1; } || echo "busybox busybox-static"
+            ;;
+        cc)
+            command -v gcc >/dev/null 2>&1 || echo "gcc gcc"
+            [[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || echo "libc.a libc6-dev"
+            ;;
+        qemu)
+            (($(qemu_major) >= LAB_MIN_QEMU_MAJOR)) ||
+                echo "qemu-system-x86_64>=$LAB_MIN_QEMU_MAJOR qemu-system-x86/bookworm-backports"
+            command -v flock >/dev/null 2>&1 || echo "flock util-linux"
+            ;;
+        hostile)
+            command -v gcc >/dev/null 2>&1 || echo "gcc gcc"
+            command -v ld >/dev/null 2>&1 || echo "ld binutils"
+            ;;
+        fuzz) command -v c++ >/dev/null 2>&1 || echo "c++ g++" ;;
+        python)
+            if ! command -v python3 >/dev/null 2>&1; then
+                echo "python3 python3"
+                echo "python3-venv python3-venv"
+            elif ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+                echo "python3-venv python3-venv"
+            fi
+            ;;
+        rust) command -v cargo >/dev/null 2>&1 || echo "cargo -" ;;
+        *) die "ensure_host_tools: unknown set '$set'" ;;
+        esac
+    done | awk '!seen[$0]++'
+}
+
+# ensure_host_tools SET...: see above. Serialised (parallel tests may call it together).
+ensure_host_tools() {
+    local missing tools pkgs=() backports=0 tool pkg
+    missing="$(missing_host_tools "$@")"
+    [[ -n "$missing" ]] || return 0
+    tools="$(cut -d' ' -f1 <<<"$missing" | paste -sd' ')"
+    if grep -q ' -$' <<<"$missing"; then
+        die "missing $tools: cargo comes with Rust (rustup, https://rustup.rs; 1.85 or newer), not from apt"
+    fi
+    while read -r tool pkg; do
+        if [[ "$pkg" == */bookworm-backports ]]; then backports=1; pkgs+=("${pkg%/*}"); else pkgs+=("$pkg"); fi
+    done <<<"$missing"
+    local why=""
+    if [[ "${PV_HOST_TOOLS_INSTALL:-yes}" == no ]]; then
+        why="PV_HOST_TOOLS_INSTALL=no"
+    elif [[ "$(id -u)" != 0 ]]; then
+        why="not root"
+    elif [[ ! -r /etc/debian_version ]]; then
+        why="not a Debian system"
+    fi
+    [[ -z "$why" ]] || die "missing $tools; install the Debian packages ${pkgs[*]}$( ((backports)) && echo " (qemu-system-x86 >= $LAB_MIN_QEMU_MAJOR from bookworm-backports)") ($why)"
+    exec 8>>/var/tmp/pv-lab-install.lock
+    flock -w 900 8 || die "waited 900 s for another install of the host tools"
+    # Someone else may have just installed them.
+    missing="$(missing_host_tools "$@")"
+    [[ -n "$missing" ]] || { exec 8>&-; return 0; }
+    log "installing ${pkgs[*]} for $tools (apt-get; once per machine)"
+    local aptlog
+    aptlog="$(mktemp "${TMPDIR:-/tmp}/pv-apt.XXXXXX")"
+    local apt_etc="${PV_APT_ETC:-/etc/apt}"
+    if ((backports)) && ! grep -rqsE '^[^#]*bookworm-backports' "$apt_etc/sources.list" "$apt_etc/sources.list.d/"; then
+        printf '%s\n' "$LAB_BACKPORTS_LINE" >"$apt_etc/sources.list.d/bookworm-backports.list"
+        apt_update_once force 2>>"$aptlog" || { tail -n 20 "$aptlog" >&2; die "apt-get update failed"; }
+    else
+        apt_update_once 2>>"$aptlog" || { tail -n 20 "$aptlog" >&2; die "apt-get update failed"; }
+    fi
+    local args=(-y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends)
+    ((backports)) && args+=(-t bookworm-backports)
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install "${args[@]}" "${pkgs[@]}" >>"$aptlog" 2>&1; then
+        tail -n 20 "$aptlog" >&2
+        die "apt-get install ${pkgs[*]} failed (its output: $aptlog)"
+    fi
+    rm -f "$aptlog"
+    missing="$(missing_host_tools "$@")"
+    [[ -z "$missing" ]] || die "still missing after apt-get install ${pkgs[*]}: $(cut -d' ' -f1 <<<"$missing" | paste -sd' ')"
+    exec 8>&-
 }
