@@ -806,7 +806,10 @@ mod tests {
         }
         for past in ["kernel panic", "reset", "died", "wedged"] {
             let worded = format!("lab_fail \"L1 {past}");
-            assert!(!runner.contains(&worded), "an L1 crash worded past lab_crash: {worded}");
+            assert!(
+                !runner.contains(&worded),
+                "an L1 crash worded past lab_crash: {worded}"
+            );
         }
         let lib = std::fs::read_to_string(script("lab/lib.sh")).expect("scripts/lab/lib.sh");
         assert!(

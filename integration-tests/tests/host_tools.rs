@@ -20,7 +20,14 @@ use std::process::Command;
 use integration_tests::repo_root;
 
 /// The tools the test hides; each is one a README command needs on a fresh machine.
-const HIDDEN: &[&str] = &["cpio", "qemu-system-x86_64", "c++", "ld", "cargo", "apt-get"];
+const HIDDEN: &[&str] = &[
+    "cpio",
+    "qemu-system-x86_64",
+    "c++",
+    "ld",
+    "cargo",
+    "apt-get",
+];
 
 /// The lab's Debian packages, as the hidden tools above make them missing.
 const LAB: &[&str] = &["busybox-static", "cpio", "qemu-system-x86"];
@@ -51,7 +58,8 @@ struct Sandbox {
 
 impl Sandbox {
     fn new(name: &str) -> Self {
-        let root = std::env::temp_dir().join(format!("pv-host-tools-{}-{name}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("pv-host-tools-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let fake = root.join("fake");
         let real = root.join("real");
@@ -62,7 +70,10 @@ impl Sandbox {
         let log = root.join("calls.log");
         write_script(
             &fake.join("apt-get"),
-            &format!("#!/bin/sh\necho \"apt-get $*\" >>'{}'\nexit 0\n", log.display()),
+            &format!(
+                "#!/bin/sh\necho \"apt-get $*\" >>'{}'\nexit 0\n",
+                log.display()
+            ),
         );
         write_script(
             &fake.join("cargo"),
@@ -205,13 +216,16 @@ fn each_command_asks_apt_for_what_it_lacks_before_anything_else() {
             (_, Some(i), Some(c)) if c < i => Some("cargo ran before apt-get install".into()),
             _ if said != 1 => Some(format!("{said} 'installing ...' lines, want 1")),
             // The recording apt-get installs nothing: the command must notice and stop.
-            _ if code == 0 || !stderr.contains("still missing after apt-get install") => {
-                Some(format!("exit {code} without 'still missing' (stderr: {stderr})"))
-            }
+            _ if code == 0 || !stderr.contains("still missing after apt-get install") => Some(
+                format!("exit {code} without 'still missing' (stderr: {stderr})"),
+            ),
             _ => None,
         };
         if let Some(p) = problem {
-            failures.push(format!("{command}: {p}\n  calls: {calls:?}\n  stderr tail: {}", tail(&stderr)));
+            failures.push(format!(
+                "{command}: {p}\n  calls: {calls:?}\n  stderr tail: {}",
+                tail(&stderr)
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
