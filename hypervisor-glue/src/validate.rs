@@ -6,7 +6,7 @@
 //! dropped silently.
 
 use pv_features::config::{ConfigError, EffectivePv, FeatureSelection, PvConfig};
-use pv_features::cpuid::{KvmFeatures, Rule};
+use pv_features::cpuid::{DropReason, KvmFeatures, Rule};
 use pv_features::host::HostPv;
 use serde::{Deserialize, Serialize};
 
@@ -218,20 +218,22 @@ impl CpusConfig {
                 ));
             }
         }
-        if let FeatureSelection::List(_) = pv.features {
-            for dropped in &effective.dropped {
-                warnings.push(format!(
-                    "kvm_pv: {} is not offered: {}",
-                    dropped.feature, dropped.message
-                ));
-            }
-        } else {
-            for dropped in &effective.dropped {
-                log::debug!(
-                    "kvm_pv: {} is not offered: {}",
-                    dropped.feature,
-                    dropped.message
-                );
+        // A feature asked for by name, or one that `dedicated` takes away, is worth a
+        // warning; what `all` finds missing on the host only a debug line.
+        let listed = matches!(pv.features, FeatureSelection::List(_));
+        for dropped in &effective.dropped {
+            let by_preset = matches!(
+                dropped.reason,
+                DropReason::Rule(Rule::NotUnderRealtimeHint | Rule::NoPvUnhaltWithHltExitsDisabled)
+            );
+            let line = format!(
+                "kvm_pv: {} is not offered: {}",
+                dropped.feature, dropped.message
+            );
+            if listed || by_preset {
+                warnings.push(line);
+            } else {
+                log::debug!("{line}");
             }
         }
         warnings.extend(effective.notes.iter().cloned());
@@ -489,12 +491,6 @@ mod tests {
         assert_eq!(v.effective.features, KvmFeatures::STEAL_TIME);
         assert_eq!(v.effective.hints, KvmHints::REALTIME);
         assert_eq!(v.effective.disable_exits, DisableExits::all());
-        assert!(
-            v.warnings.iter().any(|w| w
-                .starts_with("dedicated: pv_unhalt dropped because the preset disables HLT exits")),
-            "{:?}",
-            v.warnings
-        );
         assert!(
             v.warnings
                 .iter()

@@ -7,7 +7,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::cpuid::{
-    negotiate, DropReason, Dropped, KvmFeatures, KvmHints, NegotiationInput, Rule, UnknownName,
+    negotiate, Dropped, KvmFeatures, KvmHints, NegotiationInput, Rule, UnknownName,
 };
 use crate::exits::DisableExits;
 use crate::host::HostPv;
@@ -193,19 +193,23 @@ impl PvConfig {
             None => DisableExits::empty(),
         };
 
+        let hints = if self.dedicated && self.features != FeatureSelection::Off {
+            KvmHints::REALTIME
+        } else {
+            KvmHints::empty()
+        };
+        // A conflict that a preset brings in is resolved (dropped and reported); one the
+        // explicit configuration states is refused, naming the rule.
+        let from_preset = |rule: Rule| match rule {
+            Rule::NotUnderRealtimeHint => true,
+            Rule::NoPvUnhaltWithHltExitsDisabled => self.disable_exits.is_none(),
+            _ => false,
+        };
         if let FeatureSelection::List(list) = self.features {
-            for rule in Rule::ALL {
-                if rule.violation(list, disable_exits).is_empty() {
-                    continue;
-                }
-                let explicit_exits = self.disable_exits.is_some();
-                if rule == Rule::NoPvUnhaltWithHltExitsDisabled && !explicit_exits {
-                    notes.push(format!(
-                        "dedicated: pv_unhalt dropped because the preset disables HLT exits ({})",
-                        rule.explain()
-                    ));
-                    continue;
-                }
+            if let Some(rule) = Rule::ALL
+                .into_iter()
+                .find(|r| !r.violation(list, disable_exits, hints).is_empty() && !from_preset(*r))
+            {
                 return Err(ConfigError::Contradiction {
                     field: "features",
                     value: self.features.to_string(),
@@ -218,30 +222,14 @@ impl PvConfig {
             return Err(ConfigError::HaltPollUnsupported);
         }
 
-        let mut negotiated = negotiate(NegotiationInput {
+        // What the presets drop is in `dropped`, each with its rule (the glue warns of each).
+        let negotiated = negotiate(NegotiationInput {
             requested: self.features.requested(),
             host: host.backable(),
             vmm_backs,
             disable_exits,
+            hints,
         });
-        if self.dedicated && negotiated.features.contains(KvmFeatures::PV_UNHALT) {
-            // HLT exits stay enabled (the host refused to disable them), but with the realtime
-            // hint the guest would not use PV spinlocks anyway.
-            negotiated.features.remove(KvmFeatures::PV_UNHALT);
-            negotiated.dropped.push(Dropped::new(
-                KvmFeatures::PV_UNHALT,
-                DropReason::DedicatedPreset,
-            ));
-            notes.push(
-                "dedicated: pv_unhalt dropped although HLT exits stay enabled (the realtime hint turns PV spinlocks off)"
-                    .to_owned(),
-            );
-        }
-        let hints = if self.dedicated && self.features != FeatureSelection::Off {
-            KvmHints::REALTIME
-        } else {
-            KvmHints::empty()
-        };
         let enforce_pv_cpuid = self.enforce_pv_cpuid && host.enforce_pv_cpuid;
         if self.enforce_pv_cpuid && !host.enforce_pv_cpuid {
             notes.push(
@@ -317,6 +305,7 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpuid::DropReason;
 
     /// The lab's L1 KVM: everything QEMU sees (0x1007efb) plus the full exit mask.
     fn host() -> HostPv {
@@ -388,12 +377,29 @@ mod tests {
         let eff = PvConfig::dedicated()
             .resolve(&host(), KvmFeatures::empty())
             .expect("valid");
-        // QEMU with kvm-hint-dedicated=on and -overcommit cpu-pm=on: 0x1007e7b, hints 0x1.
-        assert_eq!(eff.features.bits(), 0x0100_7e7b);
+        // QEMU with kvm-hint-dedicated=on and -overcommit cpu-pm=on: 0x1007e7b, hints 0x1,
+        // which still offers pv_tlb_flush and pv_sched_yield, both of which the guest turns
+        // off under the realtime hint: we drop them, and say why.
+        assert_eq!(eff.features.bits(), 0x0100_7e7b & !0x2200);
         assert_eq!(eff.hints, KvmHints::REALTIME);
         assert_eq!(eff.disable_exits, DisableExits::all());
-        assert!(eff.dropped.iter().any(|d| d.feature == "pv_unhalt"
-            && d.reason == DropReason::Rule(Rule::NoPvUnhaltWithHltExitsDisabled)));
+        let reason = |name: &str| {
+            eff.dropped
+                .iter()
+                .find(|d| d.feature == name)
+                .map(|d| d.reason)
+        };
+        assert_eq!(
+            reason("pv_unhalt"),
+            Some(DropReason::Rule(Rule::NoPvUnhaltWithHltExitsDisabled))
+        );
+        for name in ["pv_tlb_flush", "pv_sched_yield"] {
+            assert_eq!(
+                reason(name),
+                Some(DropReason::Rule(Rule::NotUnderRealtimeHint)),
+                "{name}"
+            );
+        }
     }
 
     #[test]
@@ -415,15 +421,8 @@ mod tests {
             .resolve(&h, KvmFeatures::empty())
             .expect("valid");
         assert!(!eff.features.contains(KvmFeatures::PV_UNHALT));
-        assert!(
-            eff.notes.iter().any(|n| n.contains("realtime hint")),
-            "{:?}",
-            eff.notes
-        );
-        assert!(eff
-            .dropped
-            .iter()
-            .any(|d| d.feature == "pv_unhalt" && d.reason == DropReason::DedicatedPreset));
+        assert!(eff.dropped.iter().any(|d| d.feature == "pv_unhalt"
+            && d.reason == DropReason::Rule(Rule::NotUnderRealtimeHint)));
     }
 
     #[test]
@@ -514,6 +513,71 @@ mod tests {
     }
 
     #[test]
+    fn features_the_guest_cannot_use_are_refused_naming_both() {
+        for (list, message) in [
+            (
+                "[async_pf_int]",
+                "features=[async_pf_int]: async_pf_int needs async_pf: the guest enables it through MSR_KVM_ASYNC_PF_EN, which KVM refuses without async_pf",
+            ),
+            ("[async_pf]", "features=[async_pf]: async_pf needs async_pf_int: "),
+            ("[async_pf,async_pf_int,async_pf_vmexit]", ""),
+            ("[async_pf_vmexit,async_pf]", "async_pf needs async_pf_int"),
+            ("[pv_sched_yield]", "features=[pv_sched_yield]: pv_sched_yield needs steal_time: "),
+            ("[steal_time,pv_sched_yield]", ""),
+            ("[clocksource_stable]", "clocksource_stable needs clocksource or clocksource2"),
+            ("[clocksource2,clocksource_stable]", ""),
+        ] {
+            let cfg = PvConfig {
+                features: FeatureSelection::parse(list).expect("names"),
+                ..PvConfig::shared()
+            };
+            match cfg.resolve(&host(), KvmFeatures::empty()) {
+                Ok(eff) => {
+                    assert!(message.is_empty(), "{list} accepted: {eff:?}");
+                    assert_eq!(eff.features, cfg.features.requested(), "{list}");
+                }
+                Err(err) => assert!(
+                    !message.is_empty() && err.to_string().contains(message),
+                    "{list}: {err}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn dedicated_drops_what_the_realtime_hint_turns_off_and_says_so() {
+        let cfg = PvConfig {
+            features: FeatureSelection::parse(
+                "[steal_time,pv_tlb_flush,pv_sched_yield,pv_send_ipi]",
+            )
+            .expect("names"),
+            dedicated: true,
+            ..PvConfig::shared()
+        };
+        let eff = cfg
+            .resolve(&host(), KvmFeatures::empty())
+            .expect("a preset conflict resolves");
+        assert_eq!(
+            eff.features,
+            KvmFeatures::STEAL_TIME | KvmFeatures::PV_SEND_IPI
+        );
+        assert_eq!(eff.hints, KvmHints::REALTIME);
+        for name in ["pv_tlb_flush", "pv_sched_yield"] {
+            let d = eff.dropped.iter().find(|d| d.feature == name).expect(name);
+            assert_eq!(d.reason, DropReason::Rule(Rule::NotUnderRealtimeHint));
+            assert!(d.message.contains("realtime hint"), "{}", d.message);
+        }
+        // Without the preset the same list is taken whole.
+        let eff = PvConfig {
+            dedicated: false,
+            ..cfg
+        }
+        .resolve(&host(), KvmFeatures::empty())
+        .expect("valid");
+        assert!(eff.dropped.is_empty() && eff.hints.is_empty());
+    }
+
+    #[test]
     fn preset_conflict_is_resolved_and_reported() {
         let cfg = PvConfig {
             features: FeatureSelection::List(KvmFeatures::PV_UNHALT | KvmFeatures::STEAL_TIME),
@@ -524,10 +588,15 @@ mod tests {
             .resolve(&host(), KvmFeatures::empty())
             .expect("preset conflict resolves");
         assert_eq!(eff.features, KvmFeatures::STEAL_TIME);
-        assert!(
-            eff.notes.iter().any(|n| n.contains("pv_unhalt dropped")),
-            "{:?}",
-            eff.notes
+        assert_eq!(
+            eff.dropped
+                .iter()
+                .map(|d| (d.feature.as_str(), d.reason))
+                .collect::<Vec<_>>(),
+            [(
+                "pv_unhalt",
+                DropReason::Rule(Rule::NoPvUnhaltWithHltExitsDisabled)
+            )]
         );
     }
 

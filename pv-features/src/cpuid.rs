@@ -218,44 +218,115 @@ pub(crate) use named_flags;
 named_flags!(KvmFeatures, "feature");
 named_flags!(KvmHints, "hint");
 
-/// A dependency rule between features (and exits) that the negotiation enforces and that an
-/// explicit configuration must not violate.
+/// A dependency rule between features (and exits, and hints) that the negotiation enforces
+/// and that an explicit configuration must not violate.
+///
+/// Each rule is a row of the guest's own table, read from Linux's `arch/x86/kernel/kvm.c`,
+/// `kvmclock.c` and KVM's `x86.c` (6.1, the lab's guest, and current mainline agree): a
+/// feature that the guest would ignore, or that would make it fault, unless something else
+/// is there too.
+///
+/// | feature | takes effect only with | without it the guest | turned off by |
+/// |---|---|---|---|
+/// | `pv_tlb_flush` | `steal_time` (the flush request travels in the record) | ignores it (`pv_tlb_flush_supported()`) | the realtime hint |
+/// | `pv_sched_yield` | `steal_time` (it yields only to a preempted vCPU) | ignores it (`pv_sched_yield_supported()`) | the realtime hint |
+/// | `pv_unhalt` | HLT exits (the kick wakes a vCPU halted in the host) | would wait for a kick that cannot wake it | the realtime hint (`PV spinlocks disabled with KVM_HINTS_REALTIME hints`) |
+/// | `async_pf_int` | `async_pf` | writes `MSR_KVM_ASYNC_PF_EN`, which KVM refuses without `async_pf`: `unchecked MSR access error` | – |
+/// | `async_pf` | `async_pf_int` (since Linux 5.10 page-ready events come only as an interrupt) | ignores it | – |
+/// | `async_pf_vmexit` | `async_pf_int` (the guest sets its bit only in that setup) | ignores it | – |
+/// | `clocksource_stable` | `clocksource` or `clocksource2` (it flags a kvmclock) | ignores it | – |
+///
+/// Not rules, but worth knowing: `pv_send_ipi`, `pv_tlb_flush`, `pv_sched_yield` and PV
+/// spinlocks are ignored by a guest with one possible CPU; `poll_control` is written by the
+/// guest's haltpoll cpuidle driver, which loads only with the realtime hint (or
+/// `cpuidle_haltpoll.force`); `steal_time`, `pv_eoi`, `nop_io_delay`, `pv_send_ipi` and
+/// `msi_ext_dest_id` need no other feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// `pv_tlb_flush` works through the steal-time record's preempted byte.
     PvTlbFlushNeedsStealTime,
+    /// `pv_sched_yield` yields to preempted vCPUs, which the guest sees in the steal-time
+    /// record.
+    PvSchedYieldNeedsStealTime,
+    /// `async_pf_int` makes the guest enable async PF through `MSR_KVM_ASYNC_PF_EN`, which
+    /// KVM accepts only when `async_pf` is offered.
+    AsyncPfIntNeedsAsyncPf,
+    /// A Linux guest uses async PF only with interrupt delivery (`async_pf_int`).
+    AsyncPfNeedsAsyncPfInt,
+    /// The guest asks for async PF on VM exits only while it sets up `async_pf_int`.
+    AsyncPfVmexitNeedsAsyncPfInt,
+    /// `clocksource_stable` flags a kvmclock: it means nothing without one.
+    ClocksourceStableNeedsClocksource,
     /// With HLT exits disabled a halted vCPU stays in guest mode, so the kick that
     /// `pv_unhalt` relies on cannot be the wake-up path the guest expects.
     NoPvUnhaltWithHltExitsDisabled,
+    /// Under the realtime hint (`dedicated`) the guest turns PV TLB flush, PV sched yield and
+    /// PV spinlocks off: offering them would say what the guest does not do.
+    NotUnderRealtimeHint,
 }
 
 impl Rule {
-    /// Every rule, in the order the negotiation applies them.
-    pub const ALL: [Rule; 2] = [
-        Rule::PvTlbFlushNeedsStealTime,
+    /// Every rule, in the order the negotiation applies them (a rule that removes a feature
+    /// comes before the rules that need it: `async_pf` before `async_pf_vmexit`).
+    pub const ALL: [Rule; 8] = [
         Rule::NoPvUnhaltWithHltExitsDisabled,
+        Rule::NotUnderRealtimeHint,
+        Rule::PvTlbFlushNeedsStealTime,
+        Rule::PvSchedYieldNeedsStealTime,
+        Rule::AsyncPfIntNeedsAsyncPf,
+        Rule::AsyncPfNeedsAsyncPfInt,
+        Rule::AsyncPfVmexitNeedsAsyncPfInt,
+        Rule::ClocksourceStableNeedsClocksource,
     ];
 
-    /// The features this rule removes from `features`, given the disabled exits; empty when
-    /// the rule holds.
-    pub fn violation(self, features: KvmFeatures, exits: DisableExits) -> KvmFeatures {
+    /// The features this rule removes from `features`, given the disabled exits and the
+    /// hints; empty when the rule holds.
+    pub fn violation(
+        self,
+        features: KvmFeatures,
+        exits: DisableExits,
+        hints: KvmHints,
+    ) -> KvmFeatures {
+        let needs = |feature: KvmFeatures, other: KvmFeatures| {
+            if features.contains(feature) && !features.intersects(other) {
+                feature
+            } else {
+                KvmFeatures::empty()
+            }
+        };
         match self {
-            Rule::PvTlbFlushNeedsStealTime
-                if features.contains(KvmFeatures::PV_TLB_FLUSH)
-                    && !features.contains(KvmFeatures::STEAL_TIME) =>
-            {
-                KvmFeatures::PV_TLB_FLUSH
+            Rule::PvTlbFlushNeedsStealTime => {
+                needs(KvmFeatures::PV_TLB_FLUSH, KvmFeatures::STEAL_TIME)
             }
-            Rule::NoPvUnhaltWithHltExitsDisabled
-                if features.contains(KvmFeatures::PV_UNHALT)
-                    && exits.contains(DisableExits::HLT) =>
-            {
-                KvmFeatures::PV_UNHALT
+            Rule::PvSchedYieldNeedsStealTime => {
+                needs(KvmFeatures::PV_SCHED_YIELD, KvmFeatures::STEAL_TIME)
             }
-            _ => KvmFeatures::empty(),
+            Rule::AsyncPfIntNeedsAsyncPf => needs(KvmFeatures::ASYNC_PF_INT, KvmFeatures::ASYNC_PF),
+            Rule::AsyncPfNeedsAsyncPfInt => needs(KvmFeatures::ASYNC_PF, KvmFeatures::ASYNC_PF_INT),
+            Rule::AsyncPfVmexitNeedsAsyncPfInt => {
+                needs(KvmFeatures::ASYNC_PF_VMEXIT, KvmFeatures::ASYNC_PF_INT)
+            }
+            Rule::ClocksourceStableNeedsClocksource => needs(
+                KvmFeatures::CLOCKSOURCE_STABLE,
+                KvmFeatures::CLOCKSOURCE | KvmFeatures::CLOCKSOURCE2,
+            ),
+            Rule::NoPvUnhaltWithHltExitsDisabled if exits.contains(DisableExits::HLT) => {
+                features & KvmFeatures::PV_UNHALT
+            }
+            Rule::NotUnderRealtimeHint if hints.contains(KvmHints::REALTIME) => {
+                features & Self::REALTIME_IGNORES
+            }
+            Rule::NoPvUnhaltWithHltExitsDisabled | Rule::NotUnderRealtimeHint => {
+                KvmFeatures::empty()
+            }
         }
     }
+
+    /// What a Linux guest turns off under the realtime hint.
+    pub const REALTIME_IGNORES: KvmFeatures = KvmFeatures::PV_TLB_FLUSH
+        .union(KvmFeatures::PV_SCHED_YIELD)
+        .union(KvmFeatures::PV_UNHALT);
 
     /// Why the rule exists, for error messages and reports.
     pub fn explain(self) -> &'static str {
@@ -263,8 +334,26 @@ impl Rule {
             Rule::PvTlbFlushNeedsStealTime => {
                 "pv_tlb_flush needs steal_time: the flush request travels in the steal-time record"
             }
+            Rule::PvSchedYieldNeedsStealTime => {
+                "pv_sched_yield needs steal_time: the guest yields to preempted vCPUs, which it sees in the steal-time record"
+            }
+            Rule::AsyncPfIntNeedsAsyncPf => {
+                "async_pf_int needs async_pf: the guest enables it through MSR_KVM_ASYNC_PF_EN, which KVM refuses without async_pf"
+            }
+            Rule::AsyncPfNeedsAsyncPfInt => {
+                "async_pf needs async_pf_int: a Linux guest (5.10 and later) uses async page faults only with interrupt delivery"
+            }
+            Rule::AsyncPfVmexitNeedsAsyncPfInt => {
+                "async_pf_vmexit needs async_pf_int: the guest asks for it only when it sets up async_pf_int"
+            }
+            Rule::ClocksourceStableNeedsClocksource => {
+                "clocksource_stable needs clocksource or clocksource2: it flags a kvmclock"
+            }
             Rule::NoPvUnhaltWithHltExitsDisabled => {
                 "pv_unhalt is not advertised when HLT exits are disabled: a halted vCPU stays in guest mode"
+            }
+            Rule::NotUnderRealtimeHint => {
+                "the realtime hint (dedicated=on) makes the guest turn pv_tlb_flush, pv_sched_yield and PV spinlocks (pv_unhalt) off"
             }
         }
     }
@@ -280,8 +369,6 @@ pub enum DropReason {
     VmmLacks,
     /// A dependency rule removed it.
     Rule(Rule),
-    /// The `dedicated` preset removed it (the realtime hint makes the guest ignore it).
-    DedicatedPreset,
 }
 
 impl fmt::Display for DropReason {
@@ -290,9 +377,6 @@ impl fmt::Display for DropReason {
             DropReason::HostLacks => f.write_str("the host's KVM does not support it"),
             DropReason::VmmLacks => f.write_str("this VMM does not implement its host side"),
             DropReason::Rule(rule) => f.write_str(rule.explain()),
-            DropReason::DedicatedPreset => f.write_str(
-                "the dedicated preset drops it: with the realtime hint the guest does not use it",
-            ),
         }
     }
 }
@@ -329,6 +413,8 @@ pub struct NegotiationInput {
     pub vmm_backs: KvmFeatures,
     /// The exits that will be disabled on the VM.
     pub disable_exits: DisableExits,
+    /// The hints that will be advertised (the realtime hint turns some features off).
+    pub hints: KvmHints,
 }
 
 /// The outcome of a negotiation: the effective features and every dropped one with its reason.
@@ -356,7 +442,7 @@ pub fn negotiate(input: NegotiationInput) -> Negotiated {
     let vmm_lacks = features & (KvmFeatures::VMM_PROVIDED - input.vmm_backs);
     remove(&mut features, vmm_lacks, DropReason::VmmLacks);
     for rule in Rule::ALL {
-        let violated = rule.violation(features, input.disable_exits);
+        let violated = rule.violation(features, input.disable_exits, input.hints);
         remove(&mut features, violated, DropReason::Rule(rule));
     }
     Negotiated { features, dropped }
@@ -1052,6 +1138,7 @@ mod tests {
             host: KvmFeatures::all() - KvmFeatures::VMM_PROVIDED,
             vmm_backs: KvmFeatures::empty(),
             disable_exits: DisableExits::empty(),
+            hints: KvmHints::empty(),
         }
     }
 
@@ -1075,21 +1162,26 @@ mod tests {
                 ("migration_control", DropReason::HostLacks),
                 ("hc_map_gpa_range", DropReason::VmmLacks),
                 (
+                    "pv_unhalt",
+                    DropReason::Rule(Rule::NoPvUnhaltWithHltExitsDisabled)
+                ),
+                (
                     "pv_tlb_flush",
                     DropReason::Rule(Rule::PvTlbFlushNeedsStealTime)
                 ),
                 (
-                    "pv_unhalt",
-                    DropReason::Rule(Rule::NoPvUnhaltWithHltExitsDisabled)
+                    "pv_sched_yield",
+                    DropReason::Rule(Rule::PvSchedYieldNeedsStealTime)
                 ),
             ]
         );
         assert!(!n.features.intersects(
-            KvmFeatures::STEAL_TIME | KvmFeatures::PV_TLB_FLUSH | KvmFeatures::PV_UNHALT
+            KvmFeatures::STEAL_TIME
+                | KvmFeatures::PV_TLB_FLUSH
+                | KvmFeatures::PV_UNHALT
+                | KvmFeatures::PV_SCHED_YIELD
         ));
-        assert!(n
-            .features
-            .contains(KvmFeatures::PV_SEND_IPI | KvmFeatures::PV_SCHED_YIELD));
+        assert!(n.features.contains(KvmFeatures::PV_SEND_IPI));
     }
 
     #[test]
@@ -1104,29 +1196,192 @@ mod tests {
 
     #[test]
     fn rules_hold_and_explain() {
-        assert_eq!(
-            Rule::PvTlbFlushNeedsStealTime
-                .violation(KvmFeatures::PV_TLB_FLUSH, DisableExits::empty()),
-            KvmFeatures::PV_TLB_FLUSH
-        );
-        assert!(Rule::PvTlbFlushNeedsStealTime
-            .violation(
-                KvmFeatures::PV_TLB_FLUSH | KvmFeatures::STEAL_TIME,
-                DisableExits::all()
-            )
-            .is_empty());
-        assert!(Rule::NoPvUnhaltWithHltExitsDisabled
-            .violation(
-                KvmFeatures::PV_UNHALT,
-                DisableExits::PAUSE | DisableExits::MWAIT
-            )
-            .is_empty());
-        assert_eq!(
-            Rule::NoPvUnhaltWithHltExitsDisabled.violation(KvmFeatures::all(), DisableExits::HLT),
-            KvmFeatures::PV_UNHALT
-        );
+        use KvmFeatures as F;
+        let none = DisableExits::empty();
+        let rt = KvmHints::REALTIME;
+        let no_hints = KvmHints::empty();
+        // (rule, features, exits, hints, what the rule removes)
+        let cases = [
+            (
+                Rule::PvTlbFlushNeedsStealTime,
+                F::PV_TLB_FLUSH,
+                none,
+                no_hints,
+                F::PV_TLB_FLUSH,
+            ),
+            (
+                Rule::PvTlbFlushNeedsStealTime,
+                F::PV_TLB_FLUSH | F::STEAL_TIME,
+                DisableExits::all(),
+                no_hints,
+                F::empty(),
+            ),
+            (
+                Rule::PvSchedYieldNeedsStealTime,
+                F::PV_SCHED_YIELD,
+                none,
+                no_hints,
+                F::PV_SCHED_YIELD,
+            ),
+            (
+                Rule::PvSchedYieldNeedsStealTime,
+                F::PV_SCHED_YIELD | F::STEAL_TIME,
+                none,
+                no_hints,
+                F::empty(),
+            ),
+            (
+                Rule::AsyncPfIntNeedsAsyncPf,
+                F::ASYNC_PF_INT,
+                none,
+                no_hints,
+                F::ASYNC_PF_INT,
+            ),
+            (
+                Rule::AsyncPfIntNeedsAsyncPf,
+                F::ASYNC_PF_INT | F::ASYNC_PF,
+                none,
+                no_hints,
+                F::empty(),
+            ),
+            (
+                Rule::AsyncPfNeedsAsyncPfInt,
+                F::ASYNC_PF,
+                none,
+                no_hints,
+                F::ASYNC_PF,
+            ),
+            (
+                Rule::AsyncPfNeedsAsyncPfInt,
+                F::ASYNC_PF | F::ASYNC_PF_INT,
+                none,
+                no_hints,
+                F::empty(),
+            ),
+            (
+                Rule::AsyncPfVmexitNeedsAsyncPfInt,
+                F::ASYNC_PF_VMEXIT | F::ASYNC_PF,
+                none,
+                no_hints,
+                F::ASYNC_PF_VMEXIT,
+            ),
+            (
+                Rule::AsyncPfVmexitNeedsAsyncPfInt,
+                F::ASYNC_PF_VMEXIT | F::ASYNC_PF_INT,
+                none,
+                no_hints,
+                F::empty(),
+            ),
+            (
+                Rule::ClocksourceStableNeedsClocksource,
+                F::CLOCKSOURCE_STABLE,
+                none,
+                no_hints,
+                F::CLOCKSOURCE_STABLE,
+            ),
+            (
+                Rule::ClocksourceStableNeedsClocksource,
+                F::CLOCKSOURCE_STABLE | F::CLOCKSOURCE,
+                none,
+                no_hints,
+                F::empty(),
+            ),
+            (
+                Rule::ClocksourceStableNeedsClocksource,
+                F::CLOCKSOURCE_STABLE | F::CLOCKSOURCE2,
+                none,
+                no_hints,
+                F::empty(),
+            ),
+            (
+                Rule::NoPvUnhaltWithHltExitsDisabled,
+                F::PV_UNHALT,
+                DisableExits::PAUSE | DisableExits::MWAIT,
+                no_hints,
+                F::empty(),
+            ),
+            (
+                Rule::NoPvUnhaltWithHltExitsDisabled,
+                F::all(),
+                DisableExits::HLT,
+                no_hints,
+                F::PV_UNHALT,
+            ),
+            (
+                Rule::NotUnderRealtimeHint,
+                F::all(),
+                none,
+                rt,
+                F::PV_TLB_FLUSH | F::PV_SCHED_YIELD | F::PV_UNHALT,
+            ),
+            (
+                Rule::NotUnderRealtimeHint,
+                F::all(),
+                DisableExits::all(),
+                no_hints,
+                F::empty(),
+            ),
+            (
+                Rule::NotUnderRealtimeHint,
+                F::STEAL_TIME | F::PV_SEND_IPI,
+                none,
+                rt,
+                F::empty(),
+            ),
+        ];
+        for (rule, features, exits, hints, removes) in cases {
+            assert_eq!(
+                rule.violation(features, exits, hints),
+                removes,
+                "{rule:?} on [{features}] exits [{exits}] hints {hints:?}"
+            );
+        }
         for rule in Rule::ALL {
             assert!(!rule.explain().is_empty());
+            // Every rule has a case above in which it removes something.
+            assert!(
+                cases
+                    .iter()
+                    .any(|(r, _, _, _, removes)| *r == rule && !removes.is_empty()),
+                "{rule:?}"
+            );
         }
+    }
+
+    #[test]
+    fn negotiation_applies_rules_in_order() {
+        // async_pf_int without async_pf goes first, which then takes async_pf_vmexit with it.
+        let mut i = input(
+            KvmFeatures::ASYNC_PF_INT | KvmFeatures::ASYNC_PF_VMEXIT | KvmFeatures::STEAL_TIME,
+        );
+        let n = negotiate(i);
+        assert_eq!(n.features, KvmFeatures::STEAL_TIME);
+        let reasons: Vec<_> = n
+            .dropped
+            .iter()
+            .map(|d| (d.feature.as_str(), d.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    "async_pf_int",
+                    DropReason::Rule(Rule::AsyncPfIntNeedsAsyncPf)
+                ),
+                (
+                    "async_pf_vmexit",
+                    DropReason::Rule(Rule::AsyncPfVmexitNeedsAsyncPfInt)
+                ),
+            ]
+        );
+        // The realtime hint takes what the guest turns off under it.
+        i.requested = KvmFeatures::all();
+        i.host = KvmFeatures::all();
+        i.hints = KvmHints::REALTIME;
+        let n = negotiate(i);
+        assert!(!n.features.intersects(Rule::REALTIME_IGNORES));
+        assert!(n
+            .features
+            .contains(KvmFeatures::PV_SEND_IPI | KvmFeatures::STEAL_TIME));
     }
 }
