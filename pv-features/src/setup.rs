@@ -219,11 +219,15 @@ impl PvVm {
         Ok(blocks)
     }
 
-    /// Changes the disabled exits; refused with [`ExitsError::VcpusExist`] once a vCPU
-    /// exists (the change then has to wait for the VM to be recreated, e.g. at reboot).
+    /// Disables `exits` too; refused with [`ExitsError::VcpusExist`] once a vCPU exists
+    /// (the change then has to wait for the VM to be recreated, e.g. at reboot).
+    ///
+    /// KVM ORs each `KVM_CAP_X86_DISABLE_EXITS` call into what the VM already has (x86.c
+    /// only ever sets its `*_in_guest` flags; nothing turns an exit back on), so the
+    /// effective set becomes the union of every call: it is what KVM does.
     pub fn set_disable_exits(&mut self, vm: &VmFd, exits: DisableExits) -> Result<(), SetupError> {
         exits::disable_exits(vm, exits, self.vcpus_created())?;
-        self.effective.disable_exits = exits;
+        self.effective.disable_exits |= exits;
         Ok(())
     }
 
