@@ -4,6 +4,7 @@
 //!
 //! - [`cpuid`]: feature and hint bits, the KVM leaves, negotiation and merging;
 //! - [`exits`]: disabling MWAIT/HLT/PAUSE/C-state exits and per-VM halt polling;
+//! - [`mwait`]: MONITOR/MWAIT in the guest's CPUID, shown exactly when MWAIT exits are off;
 //! - [`steal_time`]: the steal-time record and its preempted byte;
 //! - [`msrs`]: the PV MSRs and their save/restore order;
 //! - [`hypercall`]: SEND_IPI decoding and the hypercall dispatcher;
@@ -22,6 +23,7 @@ pub mod host;
 pub mod hypercall;
 pub mod hyperv;
 pub mod msrs;
+pub mod mwait;
 pub mod setup;
 pub mod stats;
 pub mod steal_time;

@@ -24,6 +24,7 @@ use crate::cpuid::{place_blocks, CpuidBlocks, CpuidError};
 use crate::exits::{self, DisableExits, ExitsError};
 use crate::hypercall::Dispatcher;
 use crate::hyperv::{HypervError, HypervLeaves};
+use crate::mwait::{self, MonitorLeaf, MwaitError};
 
 /// Errors of applying the PV state.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,15 @@ pub enum SetupError {
         /// The cause.
         #[source]
         source: CpuidError,
+    },
+    /// Showing or hiding MONITOR/MWAIT in a vCPU's CPUID failed.
+    #[error("laying out MONITOR/MWAIT in vCPU {vcpu}'s CPUID")]
+    Mwait {
+        /// The vCPU id.
+        vcpu: u64,
+        /// The cause.
+        #[source]
+        source: MwaitError,
     },
     /// `KVM_SET_CPUID2` failed.
     #[error("KVM_SET_CPUID2 on vCPU {vcpu}")]
@@ -190,6 +200,15 @@ impl PvVm {
                 vcpu: vcpu_id,
                 source,
             })?;
+        // A guest executes MWAIT only if its CPUID lists MONITOR: shown exactly when its
+        // MWAIT exits are disabled (as QEMU's cpu-pm=on), hidden otherwise.
+        let mwait_in_guest = self.effective.disable_exits.contains(DisableExits::MWAIT);
+        mwait::apply(cpuid, mwait_in_guest, MonitorLeaf::host()).map_err(|source| {
+            SetupError::Mwait {
+                vcpu: vcpu_id,
+                source,
+            }
+        })?;
         // From here on the Hyper-V choice is fixed for every vCPU.
         self.vcpus_configured.fetch_add(1, Ordering::AcqRel);
         vcpu.set_cpuid2(cpuid)

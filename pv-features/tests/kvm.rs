@@ -25,6 +25,7 @@ use pv_features::hyperv::{
     HYPERV_INTERFACE_SIGNATURE,
 };
 use pv_features::msrs::{restore_entries, MSR_KVM_STEAL_TIME};
+use pv_features::mwait;
 use pv_features::setup::{PvVm, SetupError};
 use pv_features::stats::{self, StatsFd};
 use pv_features::steal_time::{read_snapshot, StealTimeMsr};
@@ -553,6 +554,65 @@ fn real_kvm_disabled_exits_accumulate_in_kvm() {
         hlt_outcome(&mut t.vcpu, wait),
         "stayed in the guest",
         "HLT exits came back after a second KVM_CAP_X86_DISABLE_EXITS"
+    );
+}
+
+/// Leaf 1 ECX MONITOR and leaf 5 as KVM holds them for the vCPU.
+fn monitor_read_back(vcpu: &VcpuFd) -> (bool, Option<[u32; 4]>) {
+    let cpuid = vcpu
+        .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+        .expect("KVM_GET_CPUID2");
+    let entries = cpuid.as_slice();
+    let monitor = entries
+        .iter()
+        .find(|e| e.function == 1)
+        .is_some_and(|e| e.ecx & mwait::LEAF1_ECX_MONITOR != 0);
+    let leaf5 = entries
+        .iter()
+        .find(|e| e.function == mwait::MONITOR_LEAF)
+        .map(|e| [e.eax, e.ebx, e.ecx, e.edx]);
+    (monitor, leaf5)
+}
+
+#[test]
+fn monitor_stays_hidden_while_mwait_exits_are_kept() {
+    let kvm = kvm();
+    let host = host(&kvm);
+    let cfg = PvConfig {
+        disable_exits: Some(host.allowed_exits - DisableExits::MWAIT),
+        ..PvConfig::shared()
+    };
+    let t = tiny_vm(&kvm, resolve(cfg, &host), &[0xf4]);
+    let (monitor, leaf5) = monitor_read_back(&t.vcpu);
+    assert!(!monitor, "MONITOR shown without MWAIT exits disabled");
+    assert!(leaf5.is_none_or(|l| l == [0; 4]), "{leaf5:x?}");
+}
+
+/// With MWAIT exits disabled the vCPU's CPUID shows MONITOR and the host's leaf 5. Real
+/// KVM only: kvm_pvm (the development machines) cannot disable MWAIT exits.
+#[test]
+#[ignore = "needs real KVM (hardware or the KVM lab): kvm_pvm cannot disable MWAIT exits"]
+fn real_kvm_mwait_in_guest_shows_monitor() {
+    let kvm = kvm();
+    let host = host(&kvm);
+    assert!(
+        host.allowed_exits.contains(DisableExits::MWAIT),
+        "this host cannot disable MWAIT exits (allows [{}])",
+        host.allowed_exits
+    );
+    let want =
+        mwait::MonitorLeaf::host().expect("KVM allows MWAIT in guest only with MWAIT on the host");
+    let t = tiny_vm(&kvm, resolve(PvConfig::dedicated(), &host), &[0xf4]);
+    let (monitor, leaf5) = monitor_read_back(&t.vcpu);
+    assert!(monitor, "dedicated: MONITOR not shown");
+    assert_eq!(
+        leaf5,
+        Some([
+            want.eax,
+            want.ebx,
+            want.ecx & mwait::LEAF5_ECX_PASSED,
+            want.edx
+        ])
     );
 }
 
