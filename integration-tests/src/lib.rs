@@ -594,6 +594,41 @@ pub mod peer {
         pub payload: String,
     }
 
+    /// What in a Linux guest's own log fails a lab case whatever else it checks: the kernel
+    /// caught a faulting MSR access (a PV MSR it was offered but KVM refused), warned, or hit
+    /// a bug.
+    pub const GUEST_LOG_FAULTS: [&str; 3] = ["unchecked MSR access error", "WARNING:", "BUG:"];
+
+    /// The lines of a guest log that hold one of [`GUEST_LOG_FAULTS`].
+    pub fn guest_log_faults(log: &[String]) -> Vec<&str> {
+        log.iter()
+            .map(String::as_str)
+            .filter(|l| GUEST_LOG_FAULTS.iter().any(|f| l.contains(f)))
+            .collect()
+    }
+
+    /// Panics naming every case whose Linux guest logged one of [`GUEST_LOG_FAULTS`], with
+    /// the lines; prints how many guest logs it read.
+    pub fn assert_guest_logs_clean(cases: &[CaseResult]) {
+        let bad: Vec<String> = cases
+            .iter()
+            .filter_map(|c| {
+                let lines = guest_log_faults(&c.guest_log);
+                (!lines.is_empty()).then(|| format!("case {}:\n  {}", c.name, lines.join("\n  ")))
+            })
+            .collect();
+        println!(
+            "guest logs: {} case(s) read, {} with an MSR fault, WARNING or BUG",
+            cases.len(),
+            bad.len()
+        );
+        assert!(
+            bad.is_empty(),
+            "the guest's own log shows a fault:\n{}",
+            bad.join("\n")
+        );
+    }
+
     impl CaseResult {
         /// The text after `kvm-guest: ` of every such guest line.
         pub fn kvm_guest_lines(&self) -> Vec<&str> {
@@ -771,6 +806,39 @@ pub mod peer {
 mod tests {
     use super::peer::parse_cases;
     use super::*;
+
+    #[test]
+    fn guest_log_faults_are_found() {
+        let log: Vec<String> = [
+            "[    0.1] kvm-guest: setup PV IPIs",
+            "[    0.2] unchecked MSR access error: WRMSR to 0x4b564d02 (tried to write 0x000000000f6330c9)",
+            "[    0.3] WARNING: CPU: 0 PID: 1 at arch/x86/kernel/kvm.c:100",
+            "[    0.4] BUG: kernel NULL pointer dereference",
+            "[    0.5] a warning: in lower case is not the kernel's",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(peer::guest_log_faults(&log).len(), 3);
+        assert!(peer::guest_log_faults(&log[..1]).is_empty());
+        let clean = peer::CaseResult {
+            name: "ok".into(),
+            guest_log: log[..1].to_vec(),
+            ..Default::default()
+        };
+        peer::assert_guest_logs_clean(std::slice::from_ref(&clean));
+        let dirty = peer::CaseResult {
+            name: "msr".into(),
+            guest_log: log[1..2].to_vec(),
+            ..Default::default()
+        };
+        let err = std::panic::catch_unwind(|| peer::assert_guest_logs_clean(&[clean, dirty]))
+            .expect_err("a fault fails");
+        let text = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            text.contains("case msr") && text.contains("0x4b564d02"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn only_l1_crashes_are_retried() {

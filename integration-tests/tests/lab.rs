@@ -99,6 +99,7 @@ fn qemu_peer_pv_lines() {
         .unwrap_or_else(|| "(direct mode: not kept)".to_string());
 
     let cases = parse_cases(&out.stdout);
+    integration_tests::peer::assert_guest_logs_clean(&cases);
     let find = |name: &str| -> &CaseResult {
         cases
             .iter()

@@ -198,6 +198,11 @@ fn lab_api_drives_a_running_guest() {
     if let Some(t) = &out.timing {
         println!("lab: L1 boot {:?} s, total {:.1} s", t.l1_boot_s, t.total_s);
     }
+    integration_tests::peer::assert_guest_logs_clean(&[integration_tests::peer::CaseResult {
+        name: "lab_api".into(),
+        guest_log: run.guest.clone(),
+        ..Default::default()
+    }]);
     for (step, (rc, text)) in &run.api {
         let short: String = text.chars().take(300).collect();
         println!("{step}: {rc} {short}");

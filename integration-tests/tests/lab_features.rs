@@ -423,6 +423,7 @@ fn lab_features_guest_view_and_host_counters() {
         );
     }
     let results = parse_cases(&out.stdout);
+    integration_tests::peer::assert_guest_logs_clean(&results);
     // Cases run again after the lab lost their guest (a triple fault, a stall): loud.
     report_case_retries(&out.stdout);
     let find = |name: &str| -> &CaseResult {

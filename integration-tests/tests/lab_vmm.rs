@@ -127,6 +127,7 @@ fn lab_pv_vmm_boots_with_the_pv_features() {
     // Cases run again after the lab lost their guest (a triple fault, a stall): loud.
     report_case_retries(&out.stdout);
     let results = parse_cases(&out.stdout);
+    integration_tests::peer::assert_guest_logs_clean(&results);
     let find = |name: &str| -> &CaseResult {
         results
             .iter()
