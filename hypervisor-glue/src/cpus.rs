@@ -990,6 +990,7 @@ mod tests {
             hyperv_cpuid: Some(pv_features::hyperv::HvCpuidSource::System),
             hyperv_synic: Some(pv_features::hyperv::SynicCap::Synic2),
             exit_hypercall_mask: u64::MAX,
+            msr_filter: true,
         };
         let mut parsed = 0;
         for a in pieces {

@@ -424,6 +424,7 @@ mod tests {
             hyperv_cpuid: Some(pv_features::hyperv::HvCpuidSource::System),
             hyperv_synic: Some(pv_features::hyperv::SynicCap::Synic2),
             exit_hypercall_mask: 0,
+            msr_filter: true,
         }
     }
 

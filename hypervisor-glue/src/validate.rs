@@ -272,6 +272,7 @@ mod tests {
             hyperv_cpuid: Some(pv_features::hyperv::HvCpuidSource::System),
             hyperv_synic: Some(pv_features::hyperv::SynicCap::Synic2),
             exit_hypercall_mask: 1 << 12,
+            msr_filter: true,
         }
     }
 

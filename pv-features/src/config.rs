@@ -319,6 +319,7 @@ mod tests {
             hyperv_cpuid: Some(crate::hyperv::HvCpuidSource::System),
             hyperv_synic: Some(crate::hyperv::SynicCap::Synic2),
             exit_hypercall_mask: 1 << 12,
+            msr_filter: true,
         }
     }
 

@@ -80,12 +80,38 @@ pub enum ExitsError {
     },
 }
 
+/// `KVM_X86_DISABLE_EXITS_APERFMPERF` (Linux 6.17, `include/uapi/linux/kvm.h`): the guest
+/// reads APERF/MPERF without exits. Known by name, not offered: the guest would also need
+/// CPUID leaf 6's APERFMPERF bit, which this crate does not manage.
+pub const KVM_X86_DISABLE_EXITS_APERFMPERF: u32 = 1 << 4;
+
+/// Names the bits of a host's disable-exits mask that [`DisableExits`] does not offer.
+pub fn unoffered_exit_bits(mask: u32) -> Vec<String> {
+    let rest = mask & !DisableExits::all().bits();
+    (0..32)
+        .map(|bit| 1u32 << bit)
+        .filter(|b| rest & b != 0)
+        .map(|b| match b {
+            KVM_X86_DISABLE_EXITS_APERFMPERF => {
+                "aperfmperf (KVM_X86_DISABLE_EXITS_APERFMPERF: not offered, the guest would also need CPUID leaf 6's APERFMPERF)".to_owned()
+            }
+            other => format!("{other:#x} (unknown to this VMM)"),
+        })
+        .collect()
+}
+
 /// The exits the host allows to disable: the mask `KVM_CHECK_EXTENSION` reports for
-/// `KVM_CAP_X86_DISABLE_EXITS` on the VM (empty where the capability is absent). Bits this
-/// crate does not know are ignored.
+/// `KVM_CAP_X86_DISABLE_EXITS` on the VM (empty where the capability is absent). Bits
+/// [`DisableExits`] does not offer are left out, and named in a debug line
+/// ([`unoffered_exit_bits`]).
 pub fn allowed_disable_exits(vm: &VmFd) -> DisableExits {
-    let mask = vm.check_extension_raw(u64::from(KVM_CAP_X86_DISABLE_EXITS));
-    DisableExits::from_bits_truncate(u32::try_from(mask).unwrap_or(0))
+    let mask =
+        u32::try_from(vm.check_extension_raw(u64::from(KVM_CAP_X86_DISABLE_EXITS))).unwrap_or(0);
+    let unoffered = unoffered_exit_bits(mask);
+    if !unoffered.is_empty() {
+        log::debug!("the host also allows disabling: {}", unoffered.join("; "));
+    }
+    DisableExits::from_bits_truncate(mask)
 }
 
 /// Checks `exits` against the host's `allowed` mask, naming the refused exits.
@@ -98,11 +124,12 @@ pub fn check_allowed(exits: DisableExits, allowed: DisableExits) -> Result<(), E
     }
 }
 
-/// Disables `exits` on `vm`.
+/// Disables `exits` on `vm`, on top of any exits already disabled (KVM ORs them in).
 ///
-/// KVM accepts this only before the first vCPU is created (kernels since 6.4 refuse it
-/// later; older ones accept it and leave existing vCPUs inconsistent), so the caller passes
-/// how many vCPUs it has created on `vm` and this refuses any call after the first one
+/// KVM accepts this only before the first vCPU is created: kernels since 6.14 refuse it
+/// later ("KVM: x86: Disallow KVM_CAP_X86_DISABLE_EXITS after vCPU creation", not in 6.1.y);
+/// older ones accept it and leave existing vCPUs inconsistent. So the caller passes how
+/// many vCPUs it has created on `vm` and this refuses any call after the first one
 /// instead of relying on the kernel. An empty set is a no-op.
 pub fn disable_exits(
     vm: &VmFd,
@@ -198,6 +225,16 @@ mod tests {
             serde_json::from_str::<DisableExits>(r#"["hlt","nap"]"#).expect_err("nap is unknown");
         assert!(err.to_string().contains("unknown exit `nap`"), "{err}");
         assert!(serde_json::from_str::<DisableExits>(r#""hlt""#).is_err());
+    }
+
+    #[test]
+    fn unoffered_host_bits_are_named() {
+        assert!(unoffered_exit_bits(0xf).is_empty());
+        let named = unoffered_exit_bits(0x1f | 1 << 9);
+        assert_eq!(named.len(), 2, "{named:?}");
+        assert!(named[0].starts_with("aperfmperf (KVM_X86_DISABLE_EXITS_APERFMPERF"));
+        assert_eq!(named[1], "0x200 (unknown to this VMM)");
+        assert_eq!(DisableExits::from_bits_truncate(0x1f), DisableExits::all());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use kvm_bindings::{
     KVM_CAP_BINARY_STATS_FD, KVM_CAP_ENFORCE_PV_FEATURE_CPUID, KVM_CAP_EXIT_HYPERCALL,
     KVM_CAP_HALT_POLL, KVM_CAP_HYPERV, KVM_CAP_HYPERV_CPUID, KVM_CAP_HYPERV_SYNIC,
     KVM_CAP_HYPERV_SYNIC2, KVM_CAP_SYS_HYPERV_CPUID, KVM_CAP_X86_DISABLE_EXITS,
-    KVM_MAX_CPUID_ENTRIES,
+    KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::Kvm;
 use serde::{Deserialize, Serialize};
@@ -50,19 +50,28 @@ pub struct HostPv {
     pub hyperv_synic: Option<SynicCap>,
     /// Hypercalls that can exit to user space (`KVM_CAP_EXIT_HYPERCALL` mask, bit = number).
     pub exit_hypercall_mask: u64,
+    /// MSR accesses can be filtered to user space (`KVM_CAP_X86_USER_SPACE_MSR` and
+    /// `KVM_CAP_X86_MSR_FILTER`): what `migration_control` needs, since KVM does not
+    /// emulate `MSR_KVM_MIGRATION_CONTROL` (hypercalls.rst).
+    #[serde(default)]
+    pub msr_filter: bool,
 }
 
 impl HostPv {
     /// The features this host can back: what KVM reports, plus the VMM-provided features
-    /// that need nothing from KVM (`msi_ext_dest_id`, `migration_control`), plus
+    /// the host has the hooks for: `msi_ext_dest_id` (needs nothing from KVM),
     /// `hc_map_gpa_range` where MAP_GPA_RANGE can exit to user space
-    /// (`KVM_CAP_EXIT_HYPERCALL`). KVM never reports the VMM-provided bits in its supported
+    /// (`KVM_CAP_EXIT_HYPERCALL`, which the VMM must then enable for it), and
+    /// `migration_control` where the VMM can filter `MSR_KVM_MIGRATION_CONTROL` to itself
+    /// ([`HostPv::msr_filter`]). KVM never reports the VMM-provided bits in its supported
     /// CPUID; whether the VMM implements them is the negotiation's separate question.
     pub fn backable(&self) -> KvmFeatures {
-        let mut features =
-            self.features | (KvmFeatures::VMM_PROVIDED - KvmFeatures::HC_MAP_GPA_RANGE);
+        let mut features = self.features | KvmFeatures::MSI_EXT_DEST_ID;
         if self.exit_hypercall_mask & (1 << KVM_HC_MAP_GPA_RANGE) != 0 {
             features |= KvmFeatures::HC_MAP_GPA_RANGE;
+        }
+        if self.msr_filter {
+            features |= KvmFeatures::MIGRATION_CONTROL;
         }
         features
     }
@@ -110,6 +119,7 @@ impl HostPv {
                 None
             },
             exit_hypercall_mask: u64::try_from(check(KVM_CAP_EXIT_HYPERCALL)).unwrap_or(0),
+            msr_filter: check(KVM_CAP_X86_USER_SPACE_MSR) > 0 && check(KVM_CAP_X86_MSR_FILTER) > 0,
         };
         log::debug!("host PV capabilities: {host:?}");
         Ok(host)
@@ -131,6 +141,7 @@ mod tests {
             hyperv_cpuid: None,
             hyperv_synic: None,
             exit_hypercall_mask,
+            msr_filter: true,
         }
     }
 
@@ -181,5 +192,14 @@ mod tests {
         assert!(!host(0x0100_7efb, 1 << 11)
             .backable()
             .contains(KvmFeatures::HC_MAP_GPA_RANGE));
+        // migration_control needs the MSR filter: KVM does not emulate its MSR.
+        let no_filter = HostPv {
+            msr_filter: false,
+            ..host(0x0100_7efb, 0)
+        };
+        assert!(!no_filter
+            .backable()
+            .contains(KvmFeatures::MIGRATION_CONTROL));
+        assert!(no_filter.backable().contains(KvmFeatures::MSI_EXT_DEST_ID));
     }
 }

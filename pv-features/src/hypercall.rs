@@ -5,14 +5,23 @@
 //! `include/uapi/linux/kvm_para.h`, and `kvm_pv_send_ipi()` / `kvm_emulate_hypercall()` in
 //! `arch/x86/kvm/`. KVM handles KICK_CPU, SEND_IPI and SCHED_YIELD in the kernel when the
 //! local APIC is in-kernel; only MAP_GPA_RANGE (with `KVM_CAP_EXIT_HYPERCALL`) reaches user
-//! space there. The dispatcher decodes all of them the way KVM does so that a VMM handling
-//! them itself (or tracing them) gets the same semantics.
+//! space there. The dispatcher decodes all of them with KVM's semantics (x86.c's
+//! `____kvm_emulate_hypercall`, `kvm_pv_kick_cpu_op`) so that a VMM handling them itself
+//! (or tracing them) gets the same answers: VAPIC_POLL_IRQ returns 0, a KICK_CPU to APIC id
+//! 0xff wakes every vCPU (KVM delivers its REMRD interrupt to the xAPIC broadcast id), a
+//! MAP_GPA_RANGE's result reaches the guest only when the VMM has done the conversion.
+//! What it cannot see: the caller's CPL (KVM answers a hypercall from CPL > 0 with
+//! `-KVM_EPERM`; a VMM gets the exit only for CPL-0 calls).
 
 use kvm_ioctls::HypercallExit;
 use serde::{Deserialize, Serialize};
 
 use crate::cpuid::KvmFeatures;
 
+/// Poll for a pending virtual-APIC interrupt (`KVM_HC_VAPIC_POLL_IRQ`): KVM answers 0.
+pub const KVM_HC_VAPIC_POLL_IRQ: u64 = 1;
+/// The xAPIC broadcast id: a KICK_CPU to it wakes every vCPU, as KVM delivers it.
+pub const APIC_BROADCAST: u64 = 0xff;
 /// Kick a halted vCPU (PV spinlocks) (`KVM_HC_KICK_CPU`).
 pub const KVM_HC_KICK_CPU: u64 = 5;
 /// Host/guest clock pairing (`KVM_HC_CLOCK_PAIRING`).
@@ -228,6 +237,8 @@ pub enum HypercallAction {
         /// The APIC id to kick.
         apic_id: u32,
     },
+    /// Wake every vCPU from halt (a KICK_CPU to [`APIC_BROADCAST`]).
+    KickAll,
     /// Yield this vCPU's time slice to the vCPU with this APIC id.
     SchedYield {
         /// The APIC id of the preempted lock holder.
@@ -289,8 +300,12 @@ impl Dispatcher {
                 self.require(KvmFeatures::PV_SEND_IPI)?;
                 decode_send_ipi(call).map(HypercallAction::SendIpi)
             }
+            KVM_HC_VAPIC_POLL_IRQ => Ok(HypercallAction::Nothing),
             KVM_HC_KICK_CPU => {
                 self.require(KvmFeatures::PV_UNHALT)?;
+                if call.arg(1) == APIC_BROADCAST {
+                    return Ok(HypercallAction::KickAll);
+                }
                 Ok(self.apic_action(call.arg(1), |apic_id| HypercallAction::KickCpu { apic_id }))
             }
             KVM_HC_SCHED_YIELD => {
@@ -321,6 +336,12 @@ impl Dispatcher {
     /// interrupt), and writes the guest's return value (0, the number of accepted IPIs, or
     /// the error code) into the exit. Returns the action for the caller to carry out (a
     /// SEND_IPI is already delivered).
+    ///
+    /// A [`HypercallAction::MapGpaRange`] is the exception: its result depends on the
+    /// conversion, which only the caller does, so the exit's return value is left alone;
+    /// the caller writes it with [`guest_return_value`] (0, or `-KVM_EINVAL` when the
+    /// conversion failed) before the next `KVM_RUN`, which is when KVM hands it to the
+    /// guest (`complete_hypercall_exit`).
     pub fn handle_exit(
         &self,
         exit: &mut HypercallExit<'_>,
@@ -328,6 +349,7 @@ impl Dispatcher {
     ) -> Option<HypercallAction> {
         let call = Hypercall::from_exit(exit);
         let (result, action) = match self.dispatch(&call) {
+            Ok(action @ HypercallAction::MapGpaRange { .. }) => return Some(action),
             Ok(HypercallAction::SendIpi(ipi)) => {
                 let accepted = ipi
                     .destinations
@@ -566,7 +588,7 @@ mod tests {
     #[test]
     fn unknown_and_unadvertised_get_enosys() {
         let d = dispatcher();
-        for nr in [0, 1, 3, KVM_HC_CLOCK_PAIRING, 13, u64::MAX] {
+        for nr in [0, 3, KVM_HC_CLOCK_PAIRING, 13, u64::MAX] {
             assert_eq!(d.dispatch(&call(nr, [0; 4], true)), Err(GuestError::NoSys));
         }
         let bare = Dispatcher {
@@ -612,6 +634,76 @@ mod tests {
                 Ok(HypercallAction::Nothing)
             );
         }
+        // KVM kicks every vCPU for the xAPIC broadcast id, also in a VM that has an APIC
+        // 0xff; any other id past the VM's is nothing.
+        for max_apic_id in [7, 0x1ff] {
+            let d = Dispatcher { max_apic_id, ..d };
+            assert_eq!(
+                d.dispatch(&call(KVM_HC_KICK_CPU, [0, 0xff, 0, 0], true)),
+                Ok(HypercallAction::KickAll)
+            );
+        }
+        assert_eq!(
+            d.dispatch(&call(KVM_HC_KICK_CPU, [0, 0x100, 0, 0], true)),
+            Ok(HypercallAction::Nothing)
+        );
+        assert_eq!(
+            d.dispatch(&call(KVM_HC_KICK_CPU, [0, u64::from(u32::MAX), 0, 0], true)),
+            Ok(HypercallAction::Nothing)
+        );
+    }
+
+    #[test]
+    fn vapic_poll_irq_answers_zero_as_kvm_does() {
+        let d = dispatcher();
+        let bare = Dispatcher {
+            features: KvmFeatures::empty(),
+            ..d
+        };
+        for d in [d, bare] {
+            assert_eq!(
+                d.dispatch(&call(KVM_HC_VAPIC_POLL_IRQ, [1, 2, 3, 4], true)),
+                Ok(HypercallAction::Nothing)
+            );
+        }
+        let mut ret = 0x1234u64;
+        let mut exit = HypercallExit {
+            nr: KVM_HC_VAPIC_POLL_IRQ,
+            args: [0; 6],
+            ret: &mut ret,
+            longmode: 1,
+        };
+        assert_eq!(
+            d.handle_exit(&mut exit, |_, _| unreachable!()),
+            Some(HypercallAction::Nothing)
+        );
+        assert_eq!(ret, 0);
+    }
+
+    #[test]
+    fn map_gpa_range_leaves_its_answer_to_the_conversion() {
+        let d = dispatcher();
+        let mut ret = 0x5555u64;
+        let mut exit = HypercallExit {
+            nr: KVM_HC_MAP_GPA_RANGE,
+            args: [0x20_0000, 1, 0, 0, 0, 0],
+            ret: &mut ret,
+            longmode: 1,
+        };
+        assert!(matches!(
+            d.handle_exit(&mut exit, |_, _| unreachable!()),
+            Some(HypercallAction::MapGpaRange { .. })
+        ));
+        assert_eq!(ret, 0x5555, "written before the conversion");
+        // A refused one is answered at once.
+        let mut exit = HypercallExit {
+            nr: KVM_HC_MAP_GPA_RANGE,
+            args: [0x20_0001, 1, 0, 0, 0, 0],
+            ret: &mut ret,
+            longmode: 1,
+        };
+        assert_eq!(d.handle_exit(&mut exit, |_, _| unreachable!()), None);
+        assert_eq!(ret, guest_return_value(-22, true));
     }
 
     #[test]
@@ -715,7 +807,7 @@ mod tests {
             u64::MAX - 1,
             u64::MAX,
         ];
-        for nr in [5, 10, 11, 12] {
+        for nr in [1, 5, 10, 11, 12] {
             for a in values {
                 for b in values {
                     for long_mode in [false, true] {

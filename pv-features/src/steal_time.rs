@@ -108,8 +108,12 @@ pub enum StealTimeMsr {
 }
 
 impl StealTimeMsr {
-    /// Decodes an MSR value as KVM does: bits 5:1 must be clear; the address must fit in
-    /// `phys_bits` (the guest's MAXPHYADDR, at most 52 on x86). With bit 0 clear the value is
+    /// Decodes an MSR value: bits 5:1 must be clear (KVM refuses such a write with #GP,
+    /// `KVM_STEAL_RESERVED_MASK`); the address must fit in `phys_bits` (the guest's
+    /// MAXPHYADDR, at most 52 on x86). KVM itself takes an address past that width (or
+    /// outside every memslot) and then never fills the record (`record_steal_time` finds no
+    /// mapping), so [`StealTimeError::AddressTooWide`] describes a record that cannot be
+    /// updated, not a write the guest was refused. With bit 0 clear the value is
     /// [`StealTimeMsr::Disabled`] whatever the address.
     pub fn decode(value: u64, phys_bits: u8) -> Result<Self, StealTimeError> {
         if value & STEAL_TIME_RESERVED_MASK != 0 {

@@ -109,6 +109,11 @@ proptest! {
                 prop_assert_eq!(delivered, d.send_ipi_count(&ipi));
                 delivered
             }
+            // The caller answers a MAP_GPA_RANGE once it has converted the range.
+            Ok(HypercallAction::MapGpaRange { .. }) => {
+                prop_assert_eq!(ret, 0xdead_beef, "answered before the conversion");
+                return Ok(());
+            }
             Ok(_) => 0,
             Err(e) => {
                 prop_assert!(action.is_none());
