@@ -10,7 +10,10 @@ use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 
-use kvm_bindings::{kvm_stats_desc, kvm_stats_header, KVM_STATS_TYPE_MASK, KVM_STATS_UNIT_MASK};
+use kvm_bindings::{
+    kvm_stats_desc, kvm_stats_header, KVM_STATS_BASE_MASK, KVM_STATS_BASE_POW10,
+    KVM_STATS_BASE_POW2, KVM_STATS_TYPE_MASK, KVM_STATS_UNIT_MASK,
+};
 use serde::{Deserialize, Serialize};
 use vmm_sys_util::ioctl::ioctl;
 
@@ -93,6 +96,19 @@ pub enum StatKind {
     Unknown(u32),
 }
 
+/// The base of a statistic's unit exponent (`KVM_STATS_BASE_*`): the value is in
+/// `unit * base^exponent` (api.rst, `KVM_GET_STATS_FD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatBase {
+    /// Powers of ten (times, cycles: exponent -9 is nanoseconds).
+    Pow10,
+    /// Powers of two (sizes: exponent 10 is KiB).
+    Pow2,
+    /// A base this crate does not know (the raw flag bits).
+    Unknown(u32),
+}
+
 /// One statistic's descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatDesc {
@@ -102,12 +118,17 @@ pub struct StatDesc {
     pub kind: StatKind,
     /// The `KVM_STATS_UNIT_*` bits of the flags.
     pub unit: u32,
-    /// The power-of-ten or power-of-two exponent of the unit.
+    /// The base [`StatDesc::exponent`] applies to.
+    pub base: StatBase,
+    /// The exponent of the unit, in [`StatDesc::base`].
     pub exponent: i16,
     /// The number of u64 values (1, or the buckets of a histogram).
     pub size: u16,
     /// Byte offset of the first value within the data block.
     pub offset: u32,
+    /// The width of each bucket of a [`StatKind::LinearHistogram`], in the statistic's
+    /// unit; 0 for every other kind.
+    pub bucket_size: u32,
 }
 
 /// An open stats file of a VM or a vCPU.
@@ -271,6 +292,7 @@ fn parse_desc(chunk: &[u8]) -> Result<StatDesc, StatsError> {
     let exponent = i16::from_ne_bytes([chunk[4], chunk[5]]);
     let size = u16::from_ne_bytes([chunk[6], chunk[7]]);
     let offset = u32_at(8);
+    let bucket_size = u32_at(12);
     let name = c_string(&chunk[size_of::<kvm_stats_desc>()..])?;
     if usize::from(size) > MAX_VALUES_PER_STAT || offset % 8 != 0 {
         return Err(StatsError::Malformed(format!(
@@ -285,13 +307,20 @@ fn parse_desc(chunk: &[u8]) -> Result<StatDesc, StatsError> {
         4 => StatKind::LogHistogram,
         other => StatKind::Unknown(other),
     };
+    let base = match flags & KVM_STATS_BASE_MASK {
+        KVM_STATS_BASE_POW10 => StatBase::Pow10,
+        KVM_STATS_BASE_POW2 => StatBase::Pow2,
+        other => StatBase::Unknown(other),
+    };
     Ok(StatDesc {
         name,
         kind,
         unit: flags & KVM_STATS_UNIT_MASK,
+        base,
         exponent,
         size,
         offset,
+        bucket_size,
     })
 }
 
@@ -385,6 +414,31 @@ mod tests {
         assert_eq!(stats_fd.read_one("nope").expect("reads"), None);
         assert_eq!(Stats::sum([&stats, &stats], HALT_EXITS), Some(1676));
         assert_eq!(Stats::sum([&stats], "nope"), None);
+    }
+
+    #[test]
+    fn descriptors_carry_base_exponent_and_bucket_size() {
+        let mut bytes = synth(&[
+            ("halt_poll_fail_ns", KVM_STATS_BASE_POW10 | 0x30, &[5]),
+            ("halt_wait_hist", KVM_STATS_BASE_POW2 | 3, &[1, 2]),
+            ("odd", 0x700, &[0]),
+        ]);
+        // The first descriptor follows the 24-byte header and the 48-byte id: exponent at
+        // +4 (-9: nanoseconds), bucket_size at +12.
+        bytes[72 + 4..72 + 6].copy_from_slice(&(-9i16).to_ne_bytes());
+        let second = 72 + size_of::<kvm_stats_desc>() + NAME_SIZE;
+        bytes[second + 12..second + 16].copy_from_slice(&250u32.to_ne_bytes());
+        let stats_fd = StatsFd::from_file(file_with(&bytes)).expect("parses");
+        let d = stats_fd.descriptors();
+        assert_eq!(
+            (d[0].base, d[0].exponent, d[0].bucket_size),
+            (StatBase::Pow10, -9, 0)
+        );
+        assert_eq!(
+            (d[1].base, d[1].kind, d[1].bucket_size),
+            (StatBase::Pow2, StatKind::LinearHistogram, 250)
+        );
+        assert_eq!(d[2].base, StatBase::Unknown(0x700));
     }
 
     #[test]
