@@ -21,7 +21,7 @@ use integration_tests::peer::{parse_cases, CaseResult};
 use integration_tests::{
     ok, repo_root, report_case_retries, vmm_binaries, GuestAssets, LabCommand,
 };
-use pv_features::cpuid::{KvmFeatures, KvmHints};
+use pv_features::cpuid::{KvmFeatures, KvmHints, Rule};
 use serde_json::Value;
 
 /// One case of the script: `NAME CPUS HOG WORK` (see feature-cases.sh).
@@ -52,7 +52,7 @@ fn kvm_pv_list(features: KvmFeatures) -> String {
 }
 
 /// The configurations whose guest view is compared with vm.info: defaults, off, and each
-/// feature alone (with the feature it cannot work without).
+/// feature alone (with what the guest needs beside it: `Rule::with_needs`).
 fn view_cases() -> Vec<Case> {
     let mut cases = vec![
         case("default", "boot=2", "0", "-"),
@@ -62,10 +62,7 @@ fn view_cases() -> Vec<Case> {
         if !offerable().contains(flag) {
             continue;
         }
-        let mut set = flag;
-        if flag == KvmFeatures::PV_TLB_FLUSH {
-            set |= KvmFeatures::STEAL_TIME;
-        }
+        let set = Rule::with_needs(flag);
         cases.push(case(
             &format!("only_{name}"),
             &format!("boot=2,{}", kvm_pv_list(set)),
@@ -76,12 +73,34 @@ fn view_cases() -> Vec<Case> {
     cases
 }
 
-/// Configurations pv-vmm must refuse, and a word its message must hold.
-const REFUSED: [(&str, &str, &str); 6] = [
+/// Configurations pv-vmm must refuse, and a word its message must hold: among them each
+/// feature the guest cannot use without another (pv_features::cpuid::Rule), which boots
+/// in view_cases with what it needs.
+const REFUSED: [(&str, &str, &str); 10] = [
     (
         "bad_tlb",
         "boot=2,kvm_pv=[pv_tlb_flush]",
         "needs steal_time",
+    ),
+    (
+        "bad_sched_yield",
+        "boot=2,kvm_pv=[pv_sched_yield]",
+        "pv_sched_yield needs steal_time",
+    ),
+    (
+        "bad_async_pf_int",
+        "boot=2,kvm_pv=[async_pf_int]",
+        "async_pf_int needs async_pf",
+    ),
+    (
+        "bad_async_pf",
+        "boot=2,kvm_pv=[async_pf]",
+        "async_pf needs async_pf_int",
+    ),
+    (
+        "bad_clock_stable",
+        "boot=2,kvm_pv=[clocksource_stable]",
+        "clocksource_stable needs clocksource or clocksource2",
     ),
     (
         "bad_unhalt",

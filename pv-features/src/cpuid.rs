@@ -280,6 +280,41 @@ impl Rule {
         Rule::ClocksourceStableNeedsClocksource,
     ];
 
+    /// For a rule that one feature needs another: the feature, and what it needs (any one
+    /// of these). `None` for the rules about exits and hints.
+    pub fn needs(self) -> Option<(KvmFeatures, KvmFeatures)> {
+        use KvmFeatures as F;
+        match self {
+            Rule::PvTlbFlushNeedsStealTime => Some((F::PV_TLB_FLUSH, F::STEAL_TIME)),
+            Rule::PvSchedYieldNeedsStealTime => Some((F::PV_SCHED_YIELD, F::STEAL_TIME)),
+            Rule::AsyncPfIntNeedsAsyncPf => Some((F::ASYNC_PF_INT, F::ASYNC_PF)),
+            Rule::AsyncPfNeedsAsyncPfInt => Some((F::ASYNC_PF, F::ASYNC_PF_INT)),
+            Rule::AsyncPfVmexitNeedsAsyncPfInt => Some((F::ASYNC_PF_VMEXIT, F::ASYNC_PF_INT)),
+            Rule::ClocksourceStableNeedsClocksource => {
+                Some((F::CLOCKSOURCE_STABLE, F::CLOCKSOURCE.union(F::CLOCKSOURCE2)))
+            }
+            Rule::NoPvUnhaltWithHltExitsDisabled | Rule::NotUnderRealtimeHint => None,
+        }
+    }
+
+    /// `features` with what each of them needs added (the newest of a choice, e.g.
+    /// `clocksource2`), until no [`Rule::needs`] rule is broken: the smallest list a user
+    /// can give for those features.
+    pub fn with_needs(mut features: KvmFeatures) -> KvmFeatures {
+        loop {
+            let before = features;
+            for (feature, needs) in Rule::ALL.iter().filter_map(|r| r.needs()) {
+                if features.contains(feature) && !features.intersects(needs) {
+                    let newest = needs.iter().last().unwrap_or(needs);
+                    features |= newest;
+                }
+            }
+            if features == before {
+                return features;
+            }
+        }
+    }
+
     /// The features this rule removes from `features`, given the disabled exits and the
     /// hints; empty when the rule holds.
     pub fn violation(
@@ -288,38 +323,21 @@ impl Rule {
         exits: DisableExits,
         hints: KvmHints,
     ) -> KvmFeatures {
-        let needs = |feature: KvmFeatures, other: KvmFeatures| {
-            if features.contains(feature) && !features.intersects(other) {
+        if let Some((feature, needs)) = self.needs() {
+            return if features.contains(feature) && !features.intersects(needs) {
                 feature
             } else {
                 KvmFeatures::empty()
-            }
-        };
+            };
+        }
         match self {
-            Rule::PvTlbFlushNeedsStealTime => {
-                needs(KvmFeatures::PV_TLB_FLUSH, KvmFeatures::STEAL_TIME)
-            }
-            Rule::PvSchedYieldNeedsStealTime => {
-                needs(KvmFeatures::PV_SCHED_YIELD, KvmFeatures::STEAL_TIME)
-            }
-            Rule::AsyncPfIntNeedsAsyncPf => needs(KvmFeatures::ASYNC_PF_INT, KvmFeatures::ASYNC_PF),
-            Rule::AsyncPfNeedsAsyncPfInt => needs(KvmFeatures::ASYNC_PF, KvmFeatures::ASYNC_PF_INT),
-            Rule::AsyncPfVmexitNeedsAsyncPfInt => {
-                needs(KvmFeatures::ASYNC_PF_VMEXIT, KvmFeatures::ASYNC_PF_INT)
-            }
-            Rule::ClocksourceStableNeedsClocksource => needs(
-                KvmFeatures::CLOCKSOURCE_STABLE,
-                KvmFeatures::CLOCKSOURCE | KvmFeatures::CLOCKSOURCE2,
-            ),
             Rule::NoPvUnhaltWithHltExitsDisabled if exits.contains(DisableExits::HLT) => {
                 features & KvmFeatures::PV_UNHALT
             }
             Rule::NotUnderRealtimeHint if hints.contains(KvmHints::REALTIME) => {
                 features & Self::REALTIME_IGNORES
             }
-            Rule::NoPvUnhaltWithHltExitsDisabled | Rule::NotUnderRealtimeHint => {
-                KvmFeatures::empty()
-            }
+            _ => KvmFeatures::empty(),
         }
     }
 
@@ -1345,6 +1363,39 @@ mod tests {
                     .any(|(r, _, _, _, removes)| *r == rule && !removes.is_empty()),
                 "{rule:?}"
             );
+        }
+    }
+
+    #[test]
+    fn with_needs_completes_each_feature_into_a_list_no_rule_refuses() {
+        use KvmFeatures as F;
+        assert_eq!(
+            Rule::with_needs(F::PV_SCHED_YIELD),
+            F::PV_SCHED_YIELD | F::STEAL_TIME
+        );
+        assert_eq!(Rule::with_needs(F::ASYNC_PF), F::ASYNC_PF | F::ASYNC_PF_INT);
+        assert_eq!(
+            Rule::with_needs(F::ASYNC_PF_VMEXIT),
+            F::ASYNC_PF_VMEXIT | F::ASYNC_PF_INT | F::ASYNC_PF
+        );
+        assert_eq!(
+            Rule::with_needs(F::CLOCKSOURCE_STABLE),
+            F::CLOCKSOURCE_STABLE | F::CLOCKSOURCE2
+        );
+        assert_eq!(
+            Rule::with_needs(F::CLOCKSOURCE_STABLE | F::CLOCKSOURCE),
+            F::CLOCKSOURCE_STABLE | F::CLOCKSOURCE
+        );
+        assert_eq!(Rule::with_needs(F::PV_SEND_IPI), F::PV_SEND_IPI);
+        for (flag, _) in F::NAMES {
+            let list = Rule::with_needs(*flag);
+            for rule in Rule::ALL {
+                assert!(
+                    rule.violation(list, DisableExits::empty(), KvmHints::empty())
+                        .is_empty(),
+                    "{rule:?} refuses [{list}]"
+                );
+            }
         }
     }
 
