@@ -54,9 +54,20 @@ wait_exit() {
     exit_status=$?
 }
 
+# pv-vmm's words when its guest triple-faulted (its error line ends the VMM with status 1).
+TRIPLE_FAULT='triple-faulted'
+
 # What a case prints when its guest triple-faulted (pv-vmm's error) or reset (QEMU with
 # -no-reboot -no-shutdown stops the VM; qemu-peer.sh tells it by its exit count).
-LAB_FAULT='triple-faulted\|the guest reset before it was up\|the guest reset after it was up'
+LAB_FAULT="$TRIPLE_FAULT"'\|the guest reset before it was up\|the guest reset after it was up'
+
+# fail_on_triple_fault ERR: when pv-vmm's stderr ERR says the guest triple-faulted and the
+# case has no result yet, makes that its result (retry_lab_fault then runs it once more).
+fail_on_triple_fault() {
+    if [ -z "$result" ] && grep -q "$TRIPLE_FAULT" "$1"; then
+        result="fail the guest triple-faulted"
+    fi
+}
 
 # retry_lab_fault CASE_FUNCTION NAME ARGS...: runs CASE_FUNCTION NAME ARGS... (one case,
 # its whole output on stdout) and runs it once more when the lab took its guest away:

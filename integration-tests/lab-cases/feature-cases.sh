@@ -179,9 +179,8 @@ run_case() {
     tr -d '\r' <"$log" | sed 's/^/L2| /'
     sed 's/^/VMM| /' "$err"
     [ "$exit_status" = killed ] && [ -z "$result" ] && result="fail pv-vmm still running after ${limit}s"
-    # No case here asks for a triple fault: one fails the case (and retry_lab_fault runs
-    # it once more).
-    grep -q 'triple-faulted' "$err" && [ -z "$result" ] && result="fail the guest triple-faulted"
+    # No case here asks for a triple fault: one fails the case.
+    fail_on_triple_fault "$err"
     [ "$exit_status" != killed ] && echo "@@STAT $name vmm_exit $exit_status@@"
     echo "@@CASE $name BOOT $(elapsed_s "$t0")@@"
     echo "@@CASE $name END ${result:-ok}@@"

@@ -65,8 +65,8 @@ while [ $(($(now_cs) - t_start)) -lt $((total * 100)) ]; do
         why=""
         if [ "$exit_status" = killed ]; then
             result=stall why="not done after ${limit}s"
-        elif grep -q 'triple-faulted' "$log"; then
-            result=fault why=$(grep -m1 'triple-faulted' "$log" | tr -d '\r@' | cut -c1-120)
+        elif grep -q "$TRIPLE_FAULT" "$log"; then
+            result=fault why=$(grep -m1 "$TRIPLE_FAULT" "$log" | tr -d '\r@' | cut -c1-120)
         elif grep -q '@@GUEST-DONE@@' "$log" && [ "$exit_status" = 0 ]; then
             result=ok
         elif [ "$vmm" = qemu ] && [ "$exit_status" = 0 ]; then

@@ -128,11 +128,10 @@ run_case() {
     [ -n "$exit_status" ] && echo "@@STAT $name vmm_exit $exit_status@@"
     echo "@@STAT $name guest_boots $(grep -c '@@GUEST-UP' "$log")@@"
     echo "@@CASE $name BOOT $(((t1 - t0) / 100)).$(printf '%02d' $(((t1 - t0) % 100)))@@"
-    # A triple fault fails the case unless its guest was told to reboot by one (reboot=t):
-    # retry_lab_fault then runs it once more.
+    # A triple fault fails the case unless its guest was told to reboot by one (reboot=t).
     case " $extra " in
     *" reboot=t "*) ;;
-    *) grep -q 'triple-faulted' "$err" && [ -z "$result" ] && result="fail the guest triple-faulted" ;;
+    *) fail_on_triple_fault "$err" ;;
     esac
     [ -z "$result" ] && result=ok
     echo "@@CASE $name END $result@@"

@@ -1105,6 +1105,44 @@ L2| @@GSTAT ipi after cpu 3 4@@
     }
 
     #[test]
+    fn fail_on_triple_fault_sets_only_a_missing_result() {
+        let common = repo_root().join("integration-tests/lab-cases/common.sh");
+        let dir = std::env::temp_dir().join(format!("triple-fault-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let err = dir.join("err");
+        for (stderr, before, after) in [
+            (
+                "pv-vmm: error: vCPU 0: the guest triple-faulted (KVM_EXIT_SHUTDOWN)",
+                "",
+                "fail the guest triple-faulted",
+            ),
+            (
+                "pv-vmm: error: vCPU 0: the guest triple-faulted (KVM_EXIT_SHUTDOWN)",
+                "fail earlier",
+                "fail earlier",
+            ),
+            ("pv-vmm: guest powered off", "", ""),
+        ] {
+            std::fs::write(&err, stderr).expect("write");
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    ". '{}'; result='{before}'; fail_on_triple_fault '{}'; printf '%s' \"$result\"",
+                    common.display(),
+                    err.display()
+                ))
+                .output()
+                .expect("sh");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                after,
+                "{stderr} / {before}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn repo_root_holds_the_lab_scripts() {
         assert!(
             script("lab/run").is_file(),
