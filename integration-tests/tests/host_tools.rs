@@ -208,7 +208,7 @@ fn each_command_asks_apt_for_what_it_lacks_before_anything_else() {
         let first_cargo = calls.iter().position(|c| c.starts_with("cargo "));
         let said = stderr
             .lines()
-            .filter(|l| l.contains(": installing ") && l.contains("(apt-get"))
+            .filter(|l| l.contains(": installing ") && l.contains(" with apt-get (missing: "))
             .count();
         let problem = match (installed(&calls), first_install, first_cargo) {
             (None, _, _) => Some("no apt-get install".to_string()),

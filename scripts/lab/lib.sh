@@ -176,7 +176,7 @@ ensure_host_tools() {
     # Someone else may have just installed them.
     missing="$(missing_host_tools "$@")"
     [[ -n "$missing" ]] || { exec 8>&-; return 0; }
-    log "installing ${pkgs[*]} for $tools (apt-get; once per machine)"
+    log "installing ${pkgs[*]} with apt-get (missing: $tools; once per machine)"
     local aptlog
     aptlog="$(mktemp "${TMPDIR:-/tmp}/pv-apt.XXXXXX")"
     local apt_etc="${PV_APT_ETC:-/etc/apt}"
