@@ -9,6 +9,40 @@ use std::os::unix::fs::PermissionsExt;
 use common::{openapi_operations, ApiVmm};
 
 #[test]
+fn openapi_names_every_drop_rule() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/pv-vmm.yaml"))
+        .expect("the OpenAPI document");
+    let listed: Vec<String> = doc
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("enum: [pv_tlb_flush_needs_steal_time"))
+        .expect("the rule enum of EffectivePv.dropped.reason")
+        .trim_start_matches("enum: [")
+        .trim_end_matches(']')
+        .split(", ")
+        .map(str::to_owned)
+        .collect();
+    let rules: Vec<String> = pv_features::cpuid::Rule::ALL
+        .iter()
+        .map(|r| {
+            serde_json::to_value(r)
+                .expect("json")
+                .as_str()
+                .expect("a name")
+                .to_owned()
+        })
+        .collect();
+    let mut a = listed.clone();
+    let mut b = rules.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(
+        a, b,
+        "the document lists {listed:?}, pv-features has {rules:?}"
+    );
+}
+
+#[test]
 fn openapi_lists_every_served_path() {
     let ops = openapi_operations();
     let mut paths: Vec<&str> = ops.iter().map(|o| o.path.as_str()).collect();
