@@ -76,7 +76,8 @@ while [ $(($(now_cs) - t_start)) -lt $((total * 100)) ]; do
         fi
         echo "@@STRESS round=$round vm=$i vmm=$vmm result=$result seconds=$(elapsed_s "$t0")${why:+ why=$why}@@"
         # What the guest and its VMM last said, for the diagnosis.
-        [ "$result" = ok ] || tail -n 12 "$log" | tr -d '\r' | sed "s/^/L2 $round.$i| /"
+        # (awk ends every line, also a last one the VM left without a newline.)
+        [ "$result" = ok ] || tail -n 12 "$log" | tr -d '\r' | awk -v p="L2 $round.$i| " '{ print p $0 }'
     done
 done
 echo "@@STRESS-END rounds=$round seconds=$(elapsed_s "$t_start")@@"
