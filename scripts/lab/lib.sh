@@ -23,6 +23,16 @@ export PV_CACHE
 # shellcheck disable=SC2034
 LAB_GUEST_ARGS="${PV_LAB_GUEST_ARGS-lapic=notscdeadline}"
 
+# L0's CPU model for L1 (PV_LAB_CPU overrides). MONITOR/MWAIT is taken away: QEMU's TCG
+# runs MWAIT as PAUSE on an SMP machine (helper_mwait), so once MWAIT exits are disabled
+# (dedicated=on) and the guest sees MWAIT (pv_features::mwait), every idle L2 vCPU spins in
+# L1: lab_features went past its 20-minute limit on 2026-12-03. Without it L1's KVM does not
+# allow disabling MWAIT exits (mask hlt,pause,cstate, as on kvm_pvm), and the guests idle
+# with HLT as they did. scripts/test gives the real-KVM tests (tiny VMs that never idle)
+# `-cpu max`, so that real_kvm_mwait_in_guest_shows_monitor still runs in the lab.
+# shellcheck disable=SC2034
+LAB_CPU="${PV_LAB_CPU:-max,-monitor}"
+
 # Exit status the lab uses for its own failures (never the command's).
 # shellcheck disable=SC2034
 LAB_FAILURE_STATUS=125
