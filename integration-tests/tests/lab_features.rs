@@ -46,24 +46,6 @@ fn offerable() -> KvmFeatures {
     KvmFeatures::all() - KvmFeatures::VMM_PROVIDED
 }
 
-/// `set` without `gone`, and without every feature that then lacks what it needs
-/// (`Rule::needs`: no steal_time takes pv_tlb_flush and pv_sched_yield along), so that
-/// pv-vmm takes the list.
-fn without(set: KvmFeatures, gone: KvmFeatures) -> KvmFeatures {
-    let mut left = set - gone;
-    loop {
-        let before = left;
-        for (feature, needs) in Rule::ALL.iter().filter_map(|r| r.needs()) {
-            if left.contains(feature) && !left.intersects(needs) {
-                left.remove(feature);
-            }
-        }
-        if left == before {
-            return left;
-        }
-    }
-}
-
 /// `kvm_pv=[...]` for exactly these features.
 fn kvm_pv_list(features: KvmFeatures) -> String {
     format!("kvm_pv=[{}]", features.names().join(","))
@@ -152,7 +134,7 @@ fn measured_cases() -> Vec<Case> {
             "ipi_off",
             &format!(
                 "boot=OVER,{}",
-                kvm_pv_list(without(all, KvmFeatures::PV_SEND_IPI))
+                kvm_pv_list(Rule::without(all, KvmFeatures::PV_SEND_IPI))
             ),
             "0",
             "ipi-mask:3",
@@ -162,7 +144,7 @@ fn measured_cases() -> Vec<Case> {
             "tlb_off",
             &format!(
                 "boot=OVER,{}",
-                kvm_pv_list(without(all, KvmFeatures::PV_TLB_FLUSH))
+                kvm_pv_list(Rule::without(all, KvmFeatures::PV_TLB_FLUSH))
             ),
             "host",
             "tlb:4",
@@ -171,7 +153,7 @@ fn measured_cases() -> Vec<Case> {
             "steal_off",
             &format!(
                 "boot=OVER,{}",
-                kvm_pv_list(without(all, KvmFeatures::STEAL_TIME))
+                kvm_pv_list(Rule::without(all, KvmFeatures::STEAL_TIME))
             ),
             "host",
             "ebizzy:3",

@@ -315,6 +315,24 @@ impl Rule {
         }
     }
 
+    /// `features` without `gone`, and without every feature that then lacks what it needs
+    /// ([`Rule::needs`]: no `steal_time` takes `pv_tlb_flush` and `pv_sched_yield` along):
+    /// the largest list without `gone` that no rule refuses.
+    pub fn without(features: KvmFeatures, gone: KvmFeatures) -> KvmFeatures {
+        let mut left = features - gone;
+        loop {
+            let before = left;
+            for (feature, needs) in Rule::ALL.iter().filter_map(|r| r.needs()) {
+                if left.contains(feature) && !left.intersects(needs) {
+                    left.remove(feature);
+                }
+            }
+            if left == before {
+                return left;
+            }
+        }
+    }
+
     /// The features this rule removes from `features`, given the disabled exits and the
     /// hints; empty when the rule holds.
     pub fn violation(
@@ -1387,6 +1405,19 @@ mod tests {
             F::CLOCKSOURCE_STABLE | F::CLOCKSOURCE
         );
         assert_eq!(Rule::with_needs(F::PV_SEND_IPI), F::PV_SEND_IPI);
+        assert_eq!(
+            Rule::without(F::all(), F::STEAL_TIME),
+            F::all() - F::STEAL_TIME - F::PV_TLB_FLUSH - F::PV_SCHED_YIELD
+        );
+        assert_eq!(
+            Rule::without(F::all(), F::ASYNC_PF_INT),
+            F::all() - F::ASYNC_PF_INT - F::ASYNC_PF - F::ASYNC_PF_VMEXIT
+        );
+        assert_eq!(
+            Rule::without(F::all(), F::CLOCKSOURCE),
+            F::all() - F::CLOCKSOURCE,
+            "clocksource2 still serves clocksource_stable"
+        );
         for (flag, _) in F::NAMES {
             let list = Rule::with_needs(*flag);
             for rule in Rule::ALL {
