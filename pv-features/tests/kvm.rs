@@ -35,6 +35,11 @@ const MEM_SIZE: usize = 0x10000;
 const CODE_AT: u64 = 0x1000;
 const RECORD_AT: u64 = 0x2000;
 const PORT: u16 = 0xf0;
+/// `hlt; jmp short $-3`: a guest that halts again whenever it wakes. With HLT exits
+/// disabled, a host interrupt (L1's timer tick in the lab) ends the in-guest HLT and the vCPU
+/// runs on past it: a lone `hlt` then executes whatever follows (seen in CI: an `in` from port
+/// 0x600), where the loop stays in the guest until the test's signal kicks it out.
+const HLT_LOOP: &[u8] = &[0xf4, 0xeb, 0xfd];
 /// Offset of the spurious-interrupt vector register in the local APIC page.
 const APIC_SVR: usize = 0xf0;
 
@@ -74,9 +79,10 @@ fn tiny_vm_with(kvm: &Kvm, effective: EffectivePv, code: &[u8], irqchip: bool) -
     tiny_vm_full(kvm, effective, code, irqchip, DisableExits::empty())
 }
 
-/// A tiny `hlt` guest whose VM gets `more` exits disabled by a second call, before its vCPU.
+/// A tiny [`HLT_LOOP`] guest whose VM gets `more` exits disabled by a second call, before
+/// its vCPU.
 fn tiny_vm_with_exits(kvm: &Kvm, effective: EffectivePv, more: DisableExits) -> TinyVm {
-    tiny_vm_full(kvm, effective, &[0xf4], false, more)
+    tiny_vm_full(kvm, effective, HLT_LOOP, false, more)
 }
 
 fn tiny_vm_full(
@@ -500,7 +506,7 @@ fn hlt_outcome(vcpu: &mut VcpuFd, wait: std::time::Duration) -> String {
     outcome
 }
 
-/// HLT first, PAUSE second, before the vCPU: a tiny `hlt` guest on that VM.
+/// HLT first, PAUSE second, before the vCPU: a tiny [`HLT_LOOP`] guest on that VM.
 fn hlt_then_pause_vm(kvm: &Kvm, host: &HostPv) -> TinyVm {
     let only_hlt = PvConfig {
         disable_exits: Some(DisableExits::HLT),
@@ -543,7 +549,7 @@ fn real_kvm_disabled_exits_accumulate_in_kvm() {
         disable_exits: Some(DisableExits::PAUSE),
         ..PvConfig::shared()
     };
-    let mut t = tiny_vm(&kvm, resolve(only_pause, &host), &[0xf4]);
+    let mut t = tiny_vm(&kvm, resolve(only_pause, &host), HLT_LOOP);
     assert_eq!(
         hlt_outcome(&mut t.vcpu, wait),
         "hlt",
