@@ -36,16 +36,16 @@ LAB_CPU="${PV_LAB_CPU:-max,-monitor}"
 # Exit status the lab uses for its own failures (never the command's).
 # shellcheck disable=SC2034
 LAB_FAILURE_STATUS=125
-# A lab failure that is L1 crashing: scripts/lab/run alone decides which failures those are
-# (lab_crash: a kernel panic, a reset, death without the exit marker, a wedged L1) and
-# words them "LAB FAILURE: L1 crashed: <what>"; the tests' LabCommand
-# (integration_tests::L1_CRASHED) and scripts/bench run a command once more after one.
-# shellcheck disable=SC2034
-LAB_L1_CRASH_RE='^LAB FAILURE: L1 crashed: '
-
 # Print a message prefixed with the calling script's name, on stderr.
 log() {
     printf '%s: %s\n' "${0##*/}" "$*" >&2
+}
+
+# Print lines between rows of '!' so that they stand out in a long log (on stdout).
+loud() {
+    printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+    printf '!!! %s\n' "$@"
+    printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n'
 }
 
 # Print an error and exit 1.
