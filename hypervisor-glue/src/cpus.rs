@@ -10,14 +10,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use pv_features::config::{FeatureSelection, PvConfig};
-use pv_features::exits::DisableExits;
+use pv_features::config::PvConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::help;
 use crate::option_parser::{
     parse_string_list, parse_tuple_list, OptionError, OptionParser, MAX_INTEGER_LIST_LEN,
 };
+use crate::pv_keys;
 
 /// The option name used in messages.
 pub const CPUS_OPTION: &str = "--cpus";
@@ -259,16 +259,7 @@ impl CpusConfig {
         let core_scheduling = p
             .convert("core_scheduling", |v| v.parse::<CoreScheduling>())?
             .unwrap_or_default();
-        let kvm_pv = PvConfig {
-            features: p
-                .convert_raw("kvm_pv", parse_feature_selection)?
-                .unwrap_or_default(),
-            dedicated: p.toggle("dedicated")?.unwrap_or(false),
-            disable_exits: p.convert_raw("disable_exits", parse_disable_exits)?,
-            halt_poll_ns: p
-                .integer::<u32>("halt_poll_ns", "nanoseconds as an unsigned 32-bit integer")?,
-            enforce_pv_cpuid: p.toggle("enforce_pv_cpuid")?.unwrap_or(true),
-        };
+        let kvm_pv = pv_keys::read(CPUS_OPTION, |key| p.get(key))?;
         Ok(Self {
             boot_vcpus,
             max_vcpus,
@@ -315,22 +306,7 @@ impl CpusConfig {
         if self.core_scheduling != CoreScheduling::Vm {
             parts.push(format!("core_scheduling={}", self.core_scheduling));
         }
-        let pv = &self.kvm_pv;
-        if pv.features != FeatureSelection::All {
-            parts.push(format!("kvm_pv={}", pv.features));
-        }
-        if pv.dedicated {
-            parts.push("dedicated=on".to_owned());
-        }
-        if let Some(exits) = pv.disable_exits {
-            parts.push(format!("disable_exits=[{exits}]"));
-        }
-        if let Some(ns) = pv.halt_poll_ns {
-            parts.push(format!("halt_poll_ns={ns}"));
-        }
-        if !pv.enforce_pv_cpuid {
-            parts.push("enforce_pv_cpuid=off".to_owned());
-        }
+        parts.extend(pv_keys::write(&self.kvm_pv));
         Ok(parts.join(","))
     }
 }
@@ -349,21 +325,6 @@ fn parse_features(value: &str) -> Result<CpuFeatures, String> {
         }
     }
     Ok(features)
-}
-
-/// `kvm_pv=all|off|[names]`, through pv-features' names.
-fn parse_feature_selection(value: &str) -> Result<FeatureSelection, String> {
-    FeatureSelection::parse(value).map_err(|err| format!("{err}; or all, or off"))
-}
-
-/// `disable_exits=[names]` (brackets optional), through pv-features' names.
-fn parse_disable_exits(value: &str) -> Result<DisableExits, String> {
-    let value = value.trim();
-    let inner = value
-        .strip_prefix('[')
-        .and_then(|v| v.strip_suffix(']'))
-        .unwrap_or(value);
-    DisableExits::parse_list(inner).map_err(|err| err.to_string())
 }
 
 /// `[0@[0-3,8],1@[4]]`, with runs of three or more consecutive host CPUs as ranges.
@@ -416,7 +377,9 @@ fn compress(list: &[usize]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use pv_features::config::FeatureSelection;
     use pv_features::cpuid::KvmFeatures;
+    use pv_features::exits::DisableExits;
 
     use super::*;
 

@@ -31,4 +31,5 @@ pub mod cpus;
 pub mod help;
 pub mod hooks;
 pub mod option_parser;
+pub mod pv_keys;
 pub mod validate;
