@@ -154,10 +154,6 @@ fn default_true() -> bool {
     true
 }
 
-fn is_default_pv(pv: &PvConfig) -> bool {
-    *pv == PvConfig::default()
-}
-
 /// The vCPU configuration of a VM (`cpus` in the VM config, `--cpus` on the command line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CpusConfig {
@@ -191,7 +187,7 @@ pub struct CpusConfig {
     pub profile: CpuProfile,
     /// The KVM PV settings (`kvm_pv`, `dedicated`, `disable_exits`, `halt_poll_ns`,
     /// `enforce_pv_cpuid` on the command line); left out of the JSON while default.
-    #[serde(default, skip_serializing_if = "is_default_pv")]
+    #[serde(default, skip_serializing_if = "pv_keys::is_default")]
     pub kvm_pv: PvConfig,
 }
 

@@ -5,6 +5,8 @@
 //! - [`cpus`]: the `--cpus` option and the `cpus` JSON schema, Cloud Hypervisor's keys and
 //!   fields unchanged, plus the PV keys (`kvm_pv`, `dedicated`, `disable_exits`,
 //!   `halt_poll_ns`, `enforce_pv_cpuid`) in [`cpus::CpusConfig::kvm_pv`];
+//! - [`pv_keys`]: the PV keys alone, read from any option parser's values (the seam Cloud
+//!   Hypervisor's own `CpusConfig::parse` calls) and written back;
 //! - [`option_parser`]: Cloud Hypervisor's `key=value,...` syntax with errors that name the
 //!   key and the offending text;
 //! - [`help`]: the `--cpus` help text, every key with its values and default;

@@ -98,6 +98,13 @@ impl Field {
     }
 }
 
+/// Whether `pv` holds the defaults of every key: a `CpusConfig` leaves its `kvm_pv` out of
+/// the JSON then (`#[serde(default, skip_serializing_if = "pv_keys::is_default")]`), so a
+/// configuration without PV settings serializes as it did before the PV keys existed.
+pub fn is_default(pv: &PvConfig) -> bool {
+    *pv == PvConfig::default()
+}
+
 /// The PV keys of `pv` that differ from the defaults, as `key=value` items in [`KEYS`]
 /// order; [`read`] gives back the same configuration.
 pub fn write(pv: &PvConfig) -> Vec<String> {

@@ -194,63 +194,109 @@ impl CpusConfig {
             }
         }
 
-        let pv = &self.kvm_pv;
-        let effective = pv.resolve(host, vmm_backs).map_err(|error| {
-            let parts = describe_pv_error(pv, &error);
-            CpusError::Pv {
-                key: parts.key,
-                value: parts.value,
-                reason: parts.reason,
-                error,
-            }
-        })?;
-
-        if pv.dedicated && host_cpus > 0 {
-            let boot = usize::try_from(self.boot_vcpus).unwrap_or(usize::MAX);
-            let max = usize::try_from(self.max_vcpus).unwrap_or(usize::MAX);
-            if boot > host_cpus {
-                warnings.push(format!(
-                    "dedicated=on: {boot} vCPUs at boot on {host_cpus} host CPUs: the vCPUs cannot each own a host CPU, and with exits disabled a waiting vCPU keeps its host CPU busy"
-                ));
-            } else if max > host_cpus {
-                warnings.push(format!(
-                    "dedicated=on: max={max} vCPUs on {host_cpus} host CPUs: once vCPUs are hot-plugged they cannot each own a host CPU"
-                ));
-            }
-        }
-        // A feature asked for by name, or one that `dedicated` takes away, is worth a
-        // warning; what `all` finds missing on the host only a debug line.
-        let listed = matches!(pv.features, FeatureSelection::List(_));
-        for dropped in &effective.dropped {
-            let by_preset = matches!(
-                dropped.reason,
-                DropReason::Rule(Rule::NotUnderRealtimeHint | Rule::NoPvUnhaltWithHltExitsDisabled)
-            );
-            let line = format!(
-                "kvm_pv: {} is not offered: {}",
-                dropped.feature, dropped.message
-            );
-            if listed || by_preset {
-                warnings.push(line);
-            } else {
-                log::debug!("{line}");
-            }
-        }
-        warnings.extend(effective.notes.iter().cloned());
-        if self.kvm_hyperv && effective.leaves {
-            log::info!(
-                "kvm_hyperv=on: the KVM PV leaves go beside the Hyper-V block, at 0x40000100"
-            );
-        }
-        for warning in &warnings {
-            // Returned to the caller, who shows them; logged for the record only.
-            log::debug!("--cpus warning: {warning}");
-        }
-        Ok(Validated {
-            effective,
-            warnings,
-        })
+        let mut validated = validate_pv(
+            &self.kvm_pv,
+            PvPlacement {
+                boot_vcpus: self.boot_vcpus,
+                max_vcpus: self.max_vcpus,
+                kvm_hyperv: self.kvm_hyperv,
+                host_cpus,
+            },
+            host,
+            vmm_backs,
+        )?;
+        warnings.append(&mut validated.warnings);
+        validated.warnings = warnings;
+        Ok(validated)
     }
+}
+
+/// What the PV resolution needs to know of the VM's CPUs besides the PV settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PvPlacement {
+    /// vCPUs at boot.
+    pub boot_vcpus: u32,
+    /// Most vCPUs the VM can have.
+    pub max_vcpus: u32,
+    /// Whether the Hyper-V block holds 0x40000000 (the KVM leaves then go to 0x40000100).
+    pub kvm_hyperv: bool,
+    /// Host CPUs the VM may use (0 skips the checks that need it).
+    pub host_cpus: usize,
+}
+
+/// Resolves a VM's PV settings against the host: the PV part of [`CpusConfig::validate`],
+/// for a VMM that validates the rest of its CPU configuration itself (Cloud Hypervisor's
+/// `VmConfig::validate`). Errors name the `--cpus` key, the value and the reason; the
+/// warnings say what the VM will not get and how presets were resolved.
+///
+/// **Cloud Hypervisor:** `vmm/src/vm.rs`, `Vm::new`, once the hypervisor is known and
+/// before the KVM VM is configured ([`crate::hooks::vm_created`]).
+pub fn validate_pv(
+    pv: &PvConfig,
+    cpus: PvPlacement,
+    host: &HostPv,
+    vmm_backs: KvmFeatures,
+) -> Result<Validated, CpusError> {
+    let PvPlacement {
+        boot_vcpus,
+        max_vcpus,
+        kvm_hyperv,
+        host_cpus,
+    } = cpus;
+    let mut warnings = Vec::new();
+    let effective = pv.resolve(host, vmm_backs).map_err(|error| {
+        let parts = describe_pv_error(pv, &error);
+        CpusError::Pv {
+            key: parts.key,
+            value: parts.value,
+            reason: parts.reason,
+            error,
+        }
+    })?;
+
+    if pv.dedicated && host_cpus > 0 {
+        let boot = usize::try_from(boot_vcpus).unwrap_or(usize::MAX);
+        let max = usize::try_from(max_vcpus).unwrap_or(usize::MAX);
+        if boot > host_cpus {
+            warnings.push(format!(
+                "dedicated=on: {boot} vCPUs at boot on {host_cpus} host CPUs: the vCPUs cannot each own a host CPU, and with exits disabled a waiting vCPU keeps its host CPU busy"
+            ));
+        } else if max > host_cpus {
+            warnings.push(format!(
+                "dedicated=on: max={max} vCPUs on {host_cpus} host CPUs: once vCPUs are hot-plugged they cannot each own a host CPU"
+            ));
+        }
+    }
+    // A feature asked for by name, or one that `dedicated` takes away, is worth a warning;
+    // what `all` finds missing on the host only a debug line.
+    let listed = matches!(pv.features, FeatureSelection::List(_));
+    for dropped in &effective.dropped {
+        let by_preset = matches!(
+            dropped.reason,
+            DropReason::Rule(Rule::NotUnderRealtimeHint | Rule::NoPvUnhaltWithHltExitsDisabled)
+        );
+        let line = format!(
+            "kvm_pv: {} is not offered: {}",
+            dropped.feature, dropped.message
+        );
+        if listed || by_preset {
+            warnings.push(line);
+        } else {
+            log::debug!("{line}");
+        }
+    }
+    warnings.extend(effective.notes.iter().cloned());
+    if kvm_hyperv && effective.leaves {
+        log::info!("kvm_hyperv=on: the KVM PV leaves go beside the Hyper-V block, at 0x40000100");
+    }
+    for warning in &warnings {
+        // Returned to the caller, who shows them; logged for the record only.
+        log::debug!("--cpus warning: {warning}");
+    }
+    Ok(Validated {
+        effective,
+        warnings,
+    })
 }
 
 #[cfg(test)]
