@@ -109,6 +109,7 @@ host_has_hw_virt() {
 #   fuzz       cargo-fuzz's libFuzzer: a C++ compiler
 #   python     a python3 that makes venvs (the benchmark report, schemathesis)
 #   rust       cargo (rustup's; not installed here)
+#   ch         building Cloud Hypervisor with the series: git, cc, rust
 LAB_MIN_QEMU_MAJOR=10
 LAB_BACKPORTS_LINE="deb http://deb.debian.org/debian bookworm-backports main"
 
@@ -155,6 +156,11 @@ missing_host_tools() {
             fi
             ;;
         rust) command -v cargo >/dev/null 2>&1 || echo "cargo -" ;;
+        ch)
+            # Cloud Hypervisor: git am for the series, a C compiler for its -sys crates.
+            command -v git >/dev/null 2>&1 || echo "git git"
+            missing_host_tools cc rust
+            ;;
         *) die "ensure_host_tools: unknown set '$set'" ;;
         esac
     done | awk '!seen[$0]++'
