@@ -60,6 +60,9 @@ pub enum HookError {
     /// Placing the KVM leaves in a CPUID list failed.
     #[error("placing the KVM PV leaves in the generated CPUID")]
     GenerateCpuid(#[source] CpuidError),
+    /// The PV part of the CPUID the VMM builds for its vCPUs failed.
+    #[error("the PV part of the vCPUs' CPUID")]
+    VmmCpuid(#[source] SetupError),
     /// Setting a vCPU's CPUID or PV enforcement failed.
     #[error("setting up the PV CPUID of vCPU {vcpu}")]
     ConfigureVcpu {
@@ -136,6 +139,37 @@ pub fn vm_created(vm: &VmFd, effective: EffectivePv) -> Result<PvVm, HookError> 
 pub fn create_vcpu(pv: &PvVm, vm: &VmFd, id: u64) -> Result<VcpuFd, HookError> {
     pv.create_vcpu(vm, id)
         .map_err(|source| HookError::CreateVcpu { vcpu: id, source })
+}
+
+/// Records that the VMM is about to create a vCPU itself (its hypervisor layer does, as
+/// Cloud Hypervisor's does): from then on the VM's exits stay as they are.
+///
+/// **Cloud Hypervisor:** `vmm/src/cpu.rs`, `CpuManager::create_vcpu`, right before its
+/// `vm.create_vcpu(id, ...)`.
+pub fn vcpu_creating(pv: &PvVm) {
+    pv.record_vcpu_created();
+}
+
+/// The PV part of the CPUID the VMM builds for its vCPUs: the KVM leaves of the effective
+/// features and hints in place of the host's (at 0x40000100 when the list already holds a
+/// Hyper-V block at 0x40000000; none for `kvm_pv=off`), MONITOR shown exactly when MWAIT
+/// exits are disabled. Returns where the KVM leaves went.
+///
+/// **Cloud Hypervisor:** `vmm/src/cpu.rs`, `CpuManager::new`, on the list
+/// `arch::generate_common_cpuid` returns (after its Hyper-V leaves), before any vCPU is
+/// configured with it.
+pub fn vmm_cpuid(pv: &PvVm, cpuid: &mut CpuId) -> Result<Option<u32>, HookError> {
+    pv.vmm_cpuid(cpuid).map_err(HookError::VmmCpuid)
+}
+
+/// After the VMM set vCPU `id`'s CPUID itself (`KVM_SET_CPUID2` with [`vmm_cpuid`]'s list):
+/// PV CPUID enforcement on, which KVM holds per vCPU.
+///
+/// **Cloud Hypervisor:** `vmm/src/cpu.rs`, `CpuManager::configure_vcpu`, after
+/// `Vcpu::configure` (whose `arch::configure_vcpu` sets the CPUID), before MSRs are restored.
+pub fn vcpu_cpuid_set(pv: &PvVm, vcpu: &VcpuFd, id: u64) -> Result<(), HookError> {
+    pv.cpuid_set(vcpu, id)
+        .map_err(|source| HookError::ConfigureVcpu { vcpu: id, source })
 }
 
 /// Puts the KVM leaves of `effective` into a generated CPUID list, replacing any KVM block

@@ -28,6 +28,12 @@
 
 #![deny(missing_docs)]
 
+// The versions this crate's hooks take and return (a VMM that embeds the crate names the
+// same types through these).
+pub use kvm_bindings;
+pub use kvm_ioctls;
+pub use pv_features;
+
 pub mod change;
 pub mod cpus;
 pub mod help;

@@ -20,7 +20,7 @@ use kvm_bindings::{kvm_enable_cap, CpuId, KVM_CAP_ENFORCE_PV_FEATURE_CPUID};
 use kvm_ioctls::{VcpuFd, VmFd};
 
 use crate::config::EffectivePv;
-use crate::cpuid::{place_blocks, CpuidBlocks, CpuidError};
+use crate::cpuid::{merge_kvm_leaves, place_blocks, remove_kvm_leaves, CpuidBlocks, CpuidError};
 use crate::exits::{self, DisableExits, ExitsError};
 use crate::hypercall::Dispatcher;
 use crate::hyperv::{HypervError, HypervLeaves};
@@ -32,6 +32,12 @@ pub enum SetupError {
     /// Disabling exits or setting halt polling failed.
     #[error("configuring the VM's exits")]
     Exits(#[from] ExitsError),
+    /// Merging the KVM leaves into a CPUID the VMM builds for its vCPUs failed.
+    #[error("building the PV part of the vCPUs' CPUID")]
+    VmmCpuid(#[source] CpuidError),
+    /// Showing or hiding MONITOR in a CPUID the VMM builds for its vCPUs failed.
+    #[error("MONITOR/MWAIT in the vCPUs' CPUID")]
+    VmmMwait(#[source] MwaitError),
     /// Merging the KVM leaves into the vCPU's CPUID failed.
     #[error("building vCPU {vcpu}'s CPUID")]
     Cpuid {
@@ -180,6 +186,57 @@ impl PvVm {
         })
     }
 
+    /// Records that the VMM created a vCPU itself (a VMM whose hypervisor layer creates its
+    /// vCPUs, as Cloud Hypervisor's does) instead of through [`PvVm::create_vcpu`]: from
+    /// then on the exits stay as they are. Call it right before that `KVM_CREATE_VCPU`.
+    pub fn record_vcpu_created(&self) {
+        self.vcpus_created.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The PV part of a CPUID the VMM builds and sets itself: the KVM leaves of the
+    /// effective features and hints (replacing any KVM block, at 0x40000100 when `cpuid`
+    /// already holds a Hyper-V block at 0x40000000; removed for `features: off`), and
+    /// MONITOR shown exactly when MWAIT exits are disabled. Returns where the KVM leaves
+    /// went. Follow the VMM's `KVM_SET_CPUID2` with [`PvVm::cpuid_set`].
+    pub fn vmm_cpuid(&self, cpuid: &mut CpuId) -> Result<Option<u32>, SetupError> {
+        let base = if self.effective.leaves {
+            Some(
+                merge_kvm_leaves(cpuid, self.effective.features, self.effective.hints)
+                    .map_err(SetupError::VmmCpuid)?,
+            )
+        } else {
+            remove_kvm_leaves(cpuid);
+            None
+        };
+        let mwait_in_guest = self.effective.disable_exits.contains(DisableExits::MWAIT);
+        mwait::apply(cpuid, mwait_in_guest, MonitorLeaf::host()).map_err(SetupError::VmmMwait)?;
+        Ok(base)
+    }
+
+    /// After the VMM set vCPU `vcpu_id`'s CPUID itself (from [`PvVm::vmm_cpuid`]'s list):
+    /// turns PV CPUID enforcement on for it, which KVM holds per vCPU. Call it before
+    /// restoring any MSR.
+    pub fn cpuid_set(&self, vcpu: &VcpuFd, vcpu_id: u64) -> Result<(), SetupError> {
+        self.vcpus_configured.fetch_add(1, Ordering::AcqRel);
+        self.enforce(vcpu, vcpu_id)
+    }
+
+    fn enforce(&self, vcpu: &VcpuFd, vcpu_id: u64) -> Result<(), SetupError> {
+        if self.effective.enforce_pv_cpuid {
+            let cap = kvm_enable_cap {
+                cap: KVM_CAP_ENFORCE_PV_FEATURE_CPUID,
+                args: [1, 0, 0, 0],
+                ..Default::default()
+            };
+            vcpu.enable_cap(&cap)
+                .map_err(|source| SetupError::Enforce {
+                    vcpu: vcpu_id,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Applies the per-vCPU part: lays out `cpuid`'s hypervisor blocks
     /// ([`place_blocks`]: the Hyper-V block if set, the KVM leaves unless `features: off`),
     /// sets it with `KVM_SET_CPUID2`, turns PV CPUID enforcement on, then enables SynIC where
@@ -216,18 +273,7 @@ impl PvVm {
                 vcpu: vcpu_id,
                 source,
             })?;
-        if self.effective.enforce_pv_cpuid {
-            let cap = kvm_enable_cap {
-                cap: KVM_CAP_ENFORCE_PV_FEATURE_CPUID,
-                args: [1, 0, 0, 0],
-                ..Default::default()
-            };
-            vcpu.enable_cap(&cap)
-                .map_err(|source| SetupError::Enforce {
-                    vcpu: vcpu_id,
-                    source,
-                })?;
-        }
+        self.enforce(vcpu, vcpu_id)?;
         if let Some(hv) = &self.hyperv {
             hv.enable_on_vcpu(vcpu, vcpu_id)
                 .map_err(|source| SetupError::Hyperv {

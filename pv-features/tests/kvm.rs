@@ -290,6 +290,60 @@ fn kvm_leaves_move_to_0x40000100_beside_hyperv_and_kvm_finds_them_there() {
     }
 }
 
+/// A VMM that creates its vCPUs and sets their CPUID itself (Cloud Hypervisor): its own
+/// Hyper-V block stays at 0x40000000, the KVM leaves go to 0x40000100, enforcement is on
+/// per vCPU, and once a vCPU was recorded the exits no longer change.
+#[test]
+fn a_vmm_built_cpuid_gets_the_pv_part_and_enforcement_per_vcpu() {
+    let kvm = kvm();
+    let host = host(&kvm);
+    let without_steal = PvConfig {
+        features: FeatureSelection::List(KvmFeatures::CLOCKSOURCE2 | KvmFeatures::PV_EOI),
+        ..PvConfig::shared()
+    };
+    for (cfg, hyperv, steal_time) in [
+        (PvConfig::shared(), false, true),
+        (PvConfig::shared(), true, true),
+        (without_steal, true, false),
+    ] {
+        let vm = kvm.create_vm().expect("VM");
+        let mut pv = PvVm::configure_vm(&vm, resolve(cfg, &host)).expect("VM");
+        // The VMM's own CPUID: the host's, with a Hyper-V block in place of the KVM one.
+        let mut cpuid = supported_cpuid(&kvm);
+        if hyperv {
+            let mut entries: Vec<kvm_cpuid_entry2> = cpuid
+                .as_slice()
+                .iter()
+                .filter(|e| !(KVM_CPUID_BASE..KVM_CPUID_BASE + 2).contains(&e.function))
+                .copied()
+                .collect();
+            entries.extend(synthetic_hyperv().entries().iter().copied());
+            cpuid = CpuId::from_entries(&entries).expect("CPUID");
+        }
+        let base = pv.vmm_cpuid(&mut cpuid).expect("PV part");
+        let want = if hyperv { KVM_CPUID_ALT_BASE } else { KVM_CPUID_BASE };
+        assert_eq!(base, Some(want), "hyperv {hyperv}");
+        pv.record_vcpu_created();
+        let vcpu = vm.create_vcpu(0).expect("vCPU");
+        vcpu.set_cpuid2(&cpuid).expect("KVM_SET_CPUID2");
+        pv.cpuid_set(&vcpu, 0).expect("enforcement");
+        let leaves = read_back_leaves(&vcpu).expect("KVM leaves");
+        assert_eq!((leaves.base, leaves.features), (want, pv.effective().features));
+        assert_eq!(
+            steal_time_msr_accepted(&vcpu),
+            usize::from(steal_time),
+            "enforced per vCPU: steal_time advertised {steal_time}"
+        );
+        let err = pv
+            .set_disable_exits(&vm, DisableExits::PAUSE)
+            .expect_err("a recorded vCPU exists");
+        assert!(
+            matches!(err, SetupError::Exits(ExitsError::VcpusExist { .. })),
+            "{err:?}"
+        );
+    }
+}
+
 #[test]
 fn hyperv_leaves_cannot_change_after_a_vcpu_cpuid_is_set() {
     let kvm = kvm();
