@@ -24,7 +24,7 @@
 
 use std::fmt;
 
-use pv_features::config::{FeatureSelection, PvConfig};
+use pv_features::config::{EffectivePv, FeatureSelection, PvConfig};
 use pv_features::cpuid::KvmFeatures;
 use pv_features::exits::DisableExits;
 use pv_features::host::HostPv;
@@ -327,6 +327,54 @@ pub fn plan_change(
 /// The config a VM is recreated with at reboot: `requested` with the pending changes.
 pub fn at_reboot(requested: &PvConfig, pending: Option<&PvPatch>) -> PvConfig {
     pending.map_or(*requested, |p| p.apply_to(requested))
+}
+
+/// A VM's PV state as `vm.info` reports it (the `pv` object of pv-vmm's answer, `kvm_pv` of
+/// the patched Cloud Hypervisor's): what was asked for, what the VM runs with (with the
+/// features that were dropped and why), what waits for the next reboot, and what it will
+/// then run with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PvInfo {
+    /// The `kvm_pv` settings of the VM config.
+    pub requested: PvConfig,
+    /// What the VM runs with, or without a KVM VM what it would boot with on this host;
+    /// `None` when that does not resolve here.
+    pub effective: Option<EffectivePv>,
+    /// Whether `effective` is the state of a KVM VM that exists.
+    pub effective_is_live: bool,
+    /// Changes accepted while the VM runs that wait for its next reboot.
+    pub pending: Option<PvPatch>,
+    /// The settings the next boot or reboot uses: `requested` with `pending`.
+    pub after_reboot: PvConfig,
+    /// What `after_reboot` resolves to on this host.
+    pub after_reboot_effective: Option<EffectivePv>,
+}
+
+impl PvInfo {
+    /// The state of a VM with `requested` settings, `live` its KVM VM's effective state if
+    /// one exists, and `pending` changes; resolved against `host` (`vmm_backs`: the
+    /// [`KvmFeatures::VMM_PROVIDED`] features the VMM implements).
+    pub fn new(
+        requested: PvConfig,
+        live: Option<&EffectivePv>,
+        pending: Option<PvPatch>,
+        host: &HostPv,
+        vmm_backs: KvmFeatures,
+    ) -> Self {
+        let after_reboot = at_reboot(&requested, pending.as_ref());
+        let effective = match live {
+            Some(live) => Some(live.clone()),
+            None => requested.resolve(host, vmm_backs).ok(),
+        };
+        PvInfo {
+            requested,
+            effective,
+            effective_is_live: live.is_some(),
+            pending,
+            after_reboot,
+            after_reboot_effective: after_reboot.resolve(host, vmm_backs).ok(),
+        }
+    }
 }
 
 fn json<T: Serialize>(value: &T) -> String {

@@ -321,14 +321,21 @@ fn a_vmm_built_cpuid_gets_the_pv_part_and_enforcement_per_vcpu() {
             cpuid = CpuId::from_entries(&entries).expect("CPUID");
         }
         let base = pv.vmm_cpuid(&mut cpuid).expect("PV part");
-        let want = if hyperv { KVM_CPUID_ALT_BASE } else { KVM_CPUID_BASE };
+        let want = if hyperv {
+            KVM_CPUID_ALT_BASE
+        } else {
+            KVM_CPUID_BASE
+        };
         assert_eq!(base, Some(want), "hyperv {hyperv}");
         pv.record_vcpu_created();
         let vcpu = vm.create_vcpu(0).expect("vCPU");
         vcpu.set_cpuid2(&cpuid).expect("KVM_SET_CPUID2");
         pv.cpuid_set(&vcpu, 0).expect("enforcement");
         let leaves = read_back_leaves(&vcpu).expect("KVM leaves");
-        assert_eq!((leaves.base, leaves.features), (want, pv.effective().features));
+        assert_eq!(
+            (leaves.base, leaves.features),
+            (want, pv.effective().features)
+        );
         assert_eq!(
             steal_time_msr_accepted(&vcpu),
             usize::from(steal_time),

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
-use hypervisor_glue::change::{at_reboot, plan_change, PvPatch, VmState};
+use hypervisor_glue::change::{plan_change, PvInfo, PvPatch, VmState};
 use hypervisor_glue::hooks;
 use hypervisor_glue::validate::Validated;
 use kvm_ioctls::Kvm;
@@ -442,15 +442,14 @@ impl Vmm {
 
     fn info(&mut self) -> Result<serde_json::Value, ApiError> {
         let config = self.config("vm.info")?.clone();
-        let requested = config.cpus.kvm_pv;
-        let after_reboot = at_reboot(&requested, self.pending.as_ref());
         let host = self.host()?.pv.clone();
-        // What the VM runs with, or (without a VM) what it would boot with.
-        let effective = match &self.vm {
-            Some(vm) => Some(vm.effective().clone()),
-            None => requested.resolve(&host, VMM_BACKS).ok(),
-        };
-        let after_reboot_effective = after_reboot.resolve(&host, VMM_BACKS).ok();
+        let pv = PvInfo::new(
+            config.cpus.kvm_pv,
+            self.vm.as_ref().map(|vm| vm.effective()),
+            self.pending,
+            &host,
+            VMM_BACKS,
+        );
         // Where the vCPUs' CPUID has the Hyper-V and KVM blocks, or (without a VM) where
         // the placement rule will put them.
         let (cpuid_blocks, hyperv) = match &self.vm {
@@ -458,7 +457,7 @@ impl Vmm {
             None => (
                 CpuidBlocks::planned(
                     config.cpus.kvm_hyperv,
-                    effective.as_ref().is_some_and(|e| e.leaves),
+                    pv.effective.as_ref().is_some_and(|e| e.leaves),
                 ),
                 None,
             ),
@@ -467,14 +466,7 @@ impl Vmm {
             "config": config,
             "state": self.state,
             "memory_actual_size": config.memory.size,
-            "pv": {
-                "requested": requested,
-                "effective": effective,
-                "effective_is_live": self.vm.is_some(),
-                "pending": self.pending,
-                "after_reboot": after_reboot,
-                "after_reboot_effective": after_reboot_effective,
-            },
+            "pv": pv,
             "cpuid_blocks": cpuid_blocks,
             "hyperv": hyperv,
             "host": host,
