@@ -338,15 +338,18 @@ pub struct PvInfo {
     /// The `kvm_pv` settings of the VM config.
     pub requested: PvConfig,
     /// What the VM runs with, or without a KVM VM what it would boot with on this host;
-    /// `None` when that does not resolve here.
+    /// `None` (left out of the JSON) when that does not resolve here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective: Option<EffectivePv>,
     /// Whether `effective` is the state of a KVM VM that exists.
     pub effective_is_live: bool,
     /// Changes accepted while the VM runs that wait for its next reboot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PvPatch>,
     /// The settings the next boot or reboot uses: `requested` with `pending`.
     pub after_reboot: PvConfig,
     /// What `after_reboot` resolves to on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_reboot_effective: Option<EffectivePv>,
 }
 
