@@ -7,6 +7,9 @@
 # did because the guest asked for them in the steal-time record.
 #
 # Usage: feature-cases.sh PV_VMM PV_REMOTE KERNEL INITRD TIMEOUT CASE...
+#   PV_VMM/PV_REMOTE may be another VMM with the same options and its client (the patched
+#   cloud-hypervisor and ch-remote); VMM_ARGS (environment) are words it needs before the
+#   others (Cloud Hypervisor: '--console off', its console being a tty by default).
 #   CASE is four words: NAME CPUS HOG WORK
 #   NAME  a label
 #   CPUS  the --cpus value; OVER is replaced by twice this host's CPU count (at most 16),
@@ -131,14 +134,16 @@ run_case() {
     t0=$(now_cs)
     result=""
     if [ "$jobs" = refuse ]; then
-        "$vmm" --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" --memory size=512M \
+        # shellcheck disable=SC2086 # VMM_ARGS is words
+        "$vmm" ${VMM_ARGS:-} --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" --memory size=512M \
             --serial tty --cmdline "console=ttyS0 quiet panic=-1$lab_guest" </dev/null >"$log" 2>"$err" &
         pid=$!
         wait_exit "$pid" 30
     else
         mkfifo "$dir/console"
         exec 3<>"$dir/console"
-        "$vmm" -v --api-socket "path=$sock" --kernel "$kernel" --initramfs "$initrd" \
+        # shellcheck disable=SC2086 # VMM_ARGS is words
+        "$vmm" ${VMM_ARGS:-} -v --api-socket "path=$sock" --kernel "$kernel" --initramfs "$initrd" \
             --cpus "$cpus" --memory size=512M --serial tty \
             --cmdline "console=ttyS0 quiet panic=-1$lab_guest pv.shell" <"$dir/console" >"$log" 2>"$err" &
         pid=$!

@@ -213,3 +213,65 @@ fn every_commit_message_keeps_cloud_hypervisors_rules() {
     }
     let _ = fs::remove_dir_all(&cache);
 }
+
+/// The names in the YAML flow list `enum: [...]` that follows `anchor` in `doc` (it may
+/// span lines).
+fn enum_after(doc: &str, anchor: &str) -> Vec<String> {
+    let at = doc
+        .find(anchor)
+        .unwrap_or_else(|| panic!("{anchor} not in the document"));
+    let start = at + doc[at..].find("enum: [").expect("an enum after the anchor") + "enum: [".len();
+    let end = start + doc[start..].find(']').expect("the end of the enum");
+    doc[start..end]
+        .split(',')
+        .map(|n| n.trim().trim_matches('"').to_owned())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_openapi_document_names_what_pv_features_names() {
+    let cache = scratch("openapi");
+    let out = check(&cache, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tree = PathBuf::from(stdout.lines().last().unwrap_or_default());
+    let doc = fs::read_to_string(tree.join("vmm/src/api/openapi/cloud-hypervisor.yaml"))
+        .expect("the OpenAPI document");
+    let features: Vec<String> = pv_features::cpuid::KvmFeatures::NAMES
+        .iter()
+        .map(|(_, n)| (*n).to_owned())
+        .collect();
+    // The list form of KvmPvConfig.features (the first enum is "all"/"off").
+    let config = &doc[doc.find("    KvmPvConfig:").expect("KvmPvConfig")..];
+    assert_eq!(enum_after(config, "- type: array"), features);
+    let rules: Vec<String> = pv_features::cpuid::Rule::ALL
+        .iter()
+        .map(|r| {
+            serde_json::to_value(r)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut listed = enum_after(&doc, "The guest-side dependency, for kind rule.");
+    let mut want = rules.clone();
+    listed.sort();
+    want.sort();
+    assert_eq!(listed, want, "KvmPvEffective.dropped.reason.rule");
+    let exits: Vec<String> = ["hlt", "pause", "mwait", "cstate"]
+        .map(str::to_owned)
+        .to_vec();
+    for schema in ["    KvmPvConfig:", "    KvmPvEffective:", "    KvmPvPatch:"] {
+        let part = &doc[doc.find(schema).unwrap_or_else(|| panic!("{schema}"))..];
+        assert_eq!(enum_after(part, "disable_exits:"), exits, "{schema}");
+    }
+    for exit in &exits {
+        assert!(
+            pv_features::exits::DisableExits::parse_list(exit).is_ok(),
+            "pv-features knows {exit}"
+        );
+    }
+    let _ = fs::remove_dir_all(&cache);
+}
