@@ -324,6 +324,95 @@ pub fn plan_change(
     })
 }
 
+/// A PV change as a client's command-line flags give it (`pv-remote pv`, `ch-remote
+/// kvm-pv`): each flag's text as typed, `None` when not given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PvFlags<'a> {
+    /// `--halt-poll-ns NS|default`.
+    pub halt_poll_ns: Option<&'a str>,
+    /// `--dedicated on|off`.
+    pub dedicated: Option<bool>,
+    /// `--kvm-pv all|off|LIST`.
+    pub kvm_pv: Option<&'a str>,
+    /// `--disable-exits LIST|default` (`""` for none).
+    pub disable_exits: Option<&'a str>,
+    /// `--enforce-pv-cpuid on|off`.
+    pub enforce_pv_cpuid: Option<bool>,
+}
+
+/// A flag of [`PvFlags`] that does not parse, or no flag at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PvFlagsError {
+    /// The flag's value is not one it takes.
+    #[error("--{flag} {value}: {reason}")]
+    Invalid {
+        /// The flag, without its dashes.
+        flag: &'static str,
+        /// The value as given.
+        value: String,
+        /// What it takes.
+        reason: String,
+    },
+    /// No flag was given: a request that changes nothing is refused by the VMM anyway.
+    #[error("give at least one of --halt-poll-ns, --dedicated, --kvm-pv, --disable-exits, --enforce-pv-cpuid")]
+    Empty,
+}
+
+impl PvPatch {
+    /// The change the flags ask for; `default` (for `--halt-poll-ns` and
+    /// `--disable-exits`) asks for the explicit `null` that restores the default.
+    pub fn from_flags(flags: PvFlags<'_>) -> Result<PvPatch, PvFlagsError> {
+        let invalid = |flag, value: &str, reason: String| PvFlagsError::Invalid {
+            flag,
+            value: value.to_owned(),
+            reason,
+        };
+        let halt_poll_ns = flags
+            .halt_poll_ns
+            .map(|v| match v.trim() {
+                "default" => Ok(None),
+                n => n.parse::<u32>().map(Some).map_err(|_| {
+                    invalid(
+                        "halt-poll-ns",
+                        v,
+                        "expected nanoseconds (0 to 4294967295) or `default`".to_owned(),
+                    )
+                }),
+            })
+            .transpose()?;
+        let features = flags
+            .kvm_pv
+            .map(|v| FeatureSelection::parse(v).map_err(|e| invalid("kvm-pv", v, e.to_string())))
+            .transpose()?;
+        let disable_exits = flags
+            .disable_exits
+            .map(|v| match v.trim() {
+                "default" => Ok(None),
+                list => {
+                    let inner = list
+                        .strip_prefix('[')
+                        .and_then(|l| l.strip_suffix(']'))
+                        .unwrap_or(list);
+                    DisableExits::parse_list(inner)
+                        .map(Some)
+                        .map_err(|e| invalid("disable-exits", v, e.to_string()))
+                }
+            })
+            .transpose()?;
+        let patch = PvPatch {
+            features,
+            dedicated: flags.dedicated,
+            disable_exits,
+            halt_poll_ns,
+            enforce_pv_cpuid: flags.enforce_pv_cpuid,
+        };
+        if patch.is_empty() {
+            return Err(PvFlagsError::Empty);
+        }
+        Ok(patch)
+    }
+}
+
 /// The config a VM is recreated with at reboot: `requested` with the pending changes.
 pub fn at_reboot(requested: &PvConfig, pending: Option<&PvPatch>) -> PvConfig {
     pending.map_or(*requested, |p| p.apply_to(requested))

@@ -17,9 +17,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use hypervisor_glue::change::PvPatch;
-use pv_features::config::FeatureSelection;
-use pv_features::exits::DisableExits;
+use hypervisor_glue::change::{PvFlags, PvPatch};
 
 /// pv-remote: drives a running pv-vmm through its API socket.
 #[derive(Debug, Parser)]
@@ -187,48 +185,14 @@ fn pv_patch(
     disable_exits: Option<&str>,
     enforce_pv_cpuid: Option<Toggle>,
 ) -> Result<PvPatch, RemoteError> {
-    let halt_poll_ns = halt_poll_ns
-        .map(|v| match v.trim() {
-            "default" => Ok(None),
-            n => n.parse::<u32>().map(Some).map_err(|_| {
-                RemoteError::Usage(format!(
-                    "--halt-poll-ns {v}: expected nanoseconds (0 to 4294967295) or `default`"
-                ))
-            }),
-        })
-        .transpose()?;
-    let features = kvm_pv
-        .map(|v| {
-            FeatureSelection::parse(v).map_err(|e| RemoteError::Usage(format!("--kvm-pv {v}: {e}")))
-        })
-        .transpose()?;
-    let disable_exits = disable_exits
-        .map(|v| match v.trim() {
-            "default" => Ok(None),
-            list => {
-                let inner = list
-                    .strip_prefix('[')
-                    .and_then(|l| l.strip_suffix(']'))
-                    .unwrap_or(list);
-                DisableExits::parse_list(inner)
-                    .map(Some)
-                    .map_err(|e| RemoteError::Usage(format!("--disable-exits {v}: {e}")))
-            }
-        })
-        .transpose()?;
-    let patch = PvPatch {
-        features,
-        dedicated: toggle(dedicated),
-        disable_exits,
+    PvPatch::from_flags(PvFlags {
         halt_poll_ns,
+        dedicated: toggle(dedicated),
+        kvm_pv,
+        disable_exits,
         enforce_pv_cpuid: toggle(enforce_pv_cpuid),
-    };
-    if patch.is_empty() {
-        return Err(RemoteError::Usage(
-            "pv: give at least one of --halt-poll-ns, --dedicated, --kvm-pv, --disable-exits, --enforce-pv-cpuid".to_owned(),
-        ));
-    }
-    Ok(patch)
+    })
+    .map_err(|e| RemoteError::Usage(format!("pv: {e}")))
 }
 
 /// The method, path and body of a subcommand other than `load`.

@@ -36,12 +36,15 @@ impl ApiVmm {
         vmm
     }
 
+    /// Waits until the socket takes a connection: it exists from the server's bind(), but
+    /// refuses connections until its listen() (the tests' first request failed in that
+    /// window now and then).
     fn wait_for_socket(&self) {
         let start = Instant::now();
-        while !self.socket.exists() {
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
-                "pv-vmm did not create {}",
+                "pv-vmm did not listen on {}",
                 self.socket.display()
             );
             std::thread::sleep(Duration::from_millis(10));
