@@ -201,7 +201,9 @@ pub struct FieldChange {
 pub struct ChangePlan {
     /// What the VMM does to the live KVM VM now, in order (empty without one).
     pub applied_now: Vec<ImmediateAction>,
-    /// What waits for the next reboot, merged with what waited before; `None` for nothing.
+    /// What waits for the next reboot, merged with what waited before; `None` (left out of
+    /// the JSON) for nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PvPatch>,
     /// The requested config from now on (what the VM runs with, or will boot with).
     pub new_requested: PvConfig,
