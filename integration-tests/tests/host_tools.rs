@@ -2,7 +2,7 @@
 //! them it installs them (one `apt-get install`, named in one line) before any other work,
 //! or, where it cannot install, names each missing tool and its package and stops at once.
 //!
-//! Each command runs with a PATH from which the lab's tools are hidden (cpio, QEMU, the C++
+//! Each command runs with a PATH from which the lab's tools are hidden (cpio, QEMU, git, the C++
 //! compiler, the linker; busybox through `PV_LAB_BUSYBOX`), with an `apt-get` that records
 //! its arguments and installs nothing, and with a `cargo` that records its call and fails:
 //! a command that reaches cargo (or anything else) before asking apt for what it lacks
@@ -27,6 +27,7 @@ const HIDDEN: &[&str] = &[
     "ld",
     "cargo",
     "apt-get",
+    "git",
 ];
 
 /// The lab's Debian packages, as the hidden tools above make them missing.
@@ -49,6 +50,7 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ("scripts/lab/prepare", LAB),
     ("scripts/lab/run -- true", LAB),
     ("scripts/lab/stress", LAB),
+    ("scripts/build-cloud-hypervisor", &["git"]),
 ];
 
 /// A scratch directory with the filtered PATH, the recording apt-get and cargo.
