@@ -2,8 +2,8 @@
 //! them it installs them (one `apt-get install`, named in one line) before any other work,
 //! or, where it cannot install, names each missing tool and its package and stops at once.
 //!
-//! Each command runs with a PATH from which the lab's tools are hidden (cpio, QEMU, git, the C++
-//! compiler, the linker; busybox through `PV_LAB_BUSYBOX`), with an `apt-get` that records
+//! Each command runs with a PATH from which the lab's tools are hidden (cpio, QEMU, git, the
+//! C++ compiler, the linker; busybox through `PV_LAB_BUSYBOX`), with an `apt-get` that records
 //! its arguments and installs nothing, and with a `cargo` that records its call and fails:
 //! a command that reaches cargo (or anything else) before asking apt for what it lacks
 //! fails the test. The test needs no root rights it does not already run with and changes
