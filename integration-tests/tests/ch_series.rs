@@ -44,6 +44,17 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// A fresh `--check` of the series in a cache of its own: the cache (to remove) and the
+/// patched tree.
+fn patched_tree(name: &str) -> (PathBuf, PathBuf) {
+    let cache = scratch(name);
+    let out = check(&cache, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tree = PathBuf::from(stdout.lines().last().unwrap_or_default());
+    (cache, tree)
+}
+
 /// The patches the `series` file lists, in order.
 fn series() -> Vec<String> {
     fs::read_to_string(series_dir().join("series"))
@@ -76,11 +87,7 @@ fn the_series_file_lists_exactly_the_patches_in_order() {
 
 #[test]
 fn the_series_applies_to_the_pinned_commit() {
-    let cache = scratch("applies");
-    let out = check(&cache, None);
-    assert!(out.status.success(), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let tree = PathBuf::from(stdout.lines().last().unwrap_or_default());
+    let (cache, tree) = patched_tree("applies");
     let config = fs::read_to_string(tree.join("vmm/src/config.rs")).expect("vmm/src/config.rs");
     assert!(
         config.contains("pv_keys::read"),
@@ -149,11 +156,7 @@ fn components(tree: &Path) -> Vec<String> {
 
 #[test]
 fn every_commit_message_keeps_cloud_hypervisors_rules() {
-    let cache = scratch("rules");
-    let out = check(&cache, None);
-    assert!(out.status.success(), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let tree = PathBuf::from(stdout.lines().last().unwrap_or_default());
+    let (cache, tree) = patched_tree("rules");
     let valid = components(&tree);
     assert!(valid.iter().any(|c| c == "vmm"), "{valid:?}");
     let n = series().len();
@@ -231,11 +234,7 @@ fn enum_after(doc: &str, anchor: &str) -> Vec<String> {
 
 #[test]
 fn the_openapi_document_names_what_pv_features_names() {
-    let cache = scratch("openapi");
-    let out = check(&cache, None);
-    assert!(out.status.success(), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let tree = PathBuf::from(stdout.lines().last().unwrap_or_default());
+    let (cache, tree) = patched_tree("openapi");
     let doc = fs::read_to_string(tree.join("vmm/src/api/openapi/cloud-hypervisor.yaml"))
         .expect("the OpenAPI document");
     let features: Vec<String> = pv_features::cpuid::KvmFeatures::NAMES
