@@ -14,7 +14,7 @@
 
 pub mod hostile;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -603,6 +603,40 @@ pub mod peer {
     }
 
     impl CaseResult {
+        /// The guest's lines about the PV features: the text after `kvm-guest: ` or
+        /// `kvm-clock: `.
+        pub fn pv_guest_lines(&self) -> BTreeSet<String> {
+            self.guest_log
+                .iter()
+                .filter_map(|l| {
+                    l.split_once("kvm-guest: ")
+                        .or_else(|| l.split_once("kvm-clock: "))
+                        .map(|(_, rest)| rest.trim().to_owned())
+                })
+                .collect()
+        }
+
+        /// Everything about the case, for a failure message: its records (shortened),
+        /// the guest's console and the VMM's log.
+        pub fn dump(&self) -> String {
+            let records: String = self
+                .records
+                .iter()
+                .map(|r| {
+                    let short: String = r.payload.chars().take(400).collect();
+                    format!("{} {}: {short}\n", r.kind, r.label)
+                })
+                .collect();
+            format!(
+                "case {} (--cpus {}), end {:?}\nrecords:\n{records}guest:\n{}\nVMM:\n{}",
+                self.name,
+                self.cpu,
+                self.end,
+                self.guest_log.join("\n"),
+                self.vmm_log.join("\n")
+            )
+        }
+
         /// The text after `kvm-guest: ` of every such guest line.
         pub fn kvm_guest_lines(&self) -> Vec<&str> {
             self.guest_log
@@ -689,6 +723,56 @@ pub mod peer {
                 .find(|r| r.kind == kind && r.label == label)
                 .map(|r| r.payload.as_str())
         }
+    }
+
+    /// The lines a Linux 6.1 guest prints about these features (arch/x86/kernel/kvm.c,
+    /// kvmclock.c), with `vcpus` CPUs: the text after `kvm-guest: ` or `kvm-clock: `, as
+    /// [`CaseResult::pv_guest_lines`] collects them.
+    pub fn expected_pv_lines(
+        leaves: bool,
+        f: pv_features::cpuid::KvmFeatures,
+        h: pv_features::cpuid::KvmHints,
+        vcpus: u32,
+    ) -> BTreeSet<String> {
+        use pv_features::cpuid::{KvmFeatures, KvmHints};
+        let mut lines = BTreeSet::new();
+        if !leaves {
+            return lines;
+        }
+        let smp = vcpus > 1;
+        let rt = h.contains(KvmHints::REALTIME);
+        let steal = f.contains(KvmFeatures::STEAL_TIME);
+        let mut add = |cond: bool, line: &str| {
+            if cond {
+                lines.insert(line.to_owned());
+            }
+        };
+        add(f.contains(KvmFeatures::PV_SEND_IPI) && smp, "setup PV IPIs");
+        add(
+            f.contains(KvmFeatures::PV_TLB_FLUSH) && steal && !rt && smp,
+            "KVM setup pv remote TLB flush",
+        );
+        add(
+            f.contains(KvmFeatures::PV_SCHED_YIELD) && steal && !rt && smp,
+            "setup PV sched yield",
+        );
+        // kvm_spinlock_init: the realtime hint is tested first, then host support, then SMP.
+        let spin = if rt {
+            "PV spinlocks disabled with KVM_HINTS_REALTIME hints"
+        } else if !f.contains(KvmFeatures::PV_UNHALT) {
+            "PV spinlocks disabled, no host support"
+        } else if !smp {
+            "PV spinlocks disabled, single CPU"
+        } else {
+            "PV spinlocks enabled"
+        };
+        add(true, spin);
+        if f.contains(KvmFeatures::CLOCKSOURCE2) {
+            add(true, "Using msrs 4b564d01 and 4b564d00");
+        } else if f.contains(KvmFeatures::CLOCKSOURCE) {
+            add(true, "Using msrs 12 and 11");
+        }
+        lines
     }
 
     /// Parses the case script's output into its cases, in order.

@@ -13,11 +13,11 @@
 //!
 //! Figures printed here are from an emulated L1 in the lab: compare them within one run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use integration_tests::peer::{parse_cases, CaseResult};
+use integration_tests::peer::{expected_pv_lines, parse_cases, CaseResult};
 use integration_tests::{
     ok, repo_root, report_case_retries, vmm_binaries, GuestAssets, LabCommand,
 };
@@ -165,7 +165,7 @@ fn measured_cases() -> Vec<Case> {
 fn json(c: &CaseResult, kind: &str, label: &str) -> Value {
     let text = c
         .record(kind, label)
-        .unwrap_or_else(|| panic!("case {}: no {kind} {label} record\n{}", c.name, dump(c)));
+        .unwrap_or_else(|| panic!("case {}: no {kind} {label} record\n{}", c.name, c.dump()));
     serde_json::from_str(text)
         .unwrap_or_else(|e| panic!("case {}: {kind} {label} is not JSON ({e}): {text}", c.name))
 }
@@ -192,80 +192,6 @@ fn effective(info: &Value) -> (bool, KvmFeatures, KvmHints) {
     (eff["leaves"].as_bool().unwrap_or(false), features, hints)
 }
 
-/// The lines a Linux 6.1 guest prints about these features (arch/x86/kernel/kvm.c,
-/// kvmclock.c), with `vcpus` CPUs: the text after `kvm-guest: ` or `kvm-clock: `.
-fn expected_lines(leaves: bool, f: KvmFeatures, h: KvmHints, vcpus: u32) -> BTreeSet<String> {
-    let mut lines = BTreeSet::new();
-    if !leaves {
-        return lines;
-    }
-    let smp = vcpus > 1;
-    let rt = h.contains(KvmHints::REALTIME);
-    let steal = f.contains(KvmFeatures::STEAL_TIME);
-    let mut add = |cond: bool, line: &str| {
-        if cond {
-            lines.insert(line.to_owned());
-        }
-    };
-    add(f.contains(KvmFeatures::PV_SEND_IPI) && smp, "setup PV IPIs");
-    add(
-        f.contains(KvmFeatures::PV_TLB_FLUSH) && steal && !rt && smp,
-        "KVM setup pv remote TLB flush",
-    );
-    add(
-        f.contains(KvmFeatures::PV_SCHED_YIELD) && steal && !rt && smp,
-        "setup PV sched yield",
-    );
-    // kvm_spinlock_init: the realtime hint is tested first, then host support, then SMP.
-    let spin = if rt {
-        "PV spinlocks disabled with KVM_HINTS_REALTIME hints"
-    } else if !f.contains(KvmFeatures::PV_UNHALT) {
-        "PV spinlocks disabled, no host support"
-    } else if !smp {
-        "PV spinlocks disabled, single CPU"
-    } else {
-        "PV spinlocks enabled"
-    };
-    add(true, spin);
-    if f.contains(KvmFeatures::CLOCKSOURCE2) {
-        add(true, "Using msrs 4b564d01 and 4b564d00");
-    } else if f.contains(KvmFeatures::CLOCKSOURCE) {
-        add(true, "Using msrs 12 and 11");
-    }
-    lines
-}
-
-/// The guest's lines about the PV features: after `kvm-guest: ` or `kvm-clock: `.
-fn guest_lines(c: &CaseResult) -> BTreeSet<String> {
-    c.guest_log
-        .iter()
-        .filter_map(|l| {
-            l.split_once("kvm-guest: ")
-                .or_else(|| l.split_once("kvm-clock: "))
-                .map(|(_, rest)| rest.trim().to_owned())
-        })
-        .collect()
-}
-
-fn dump(c: &CaseResult) -> String {
-    let records: String = c
-        .records
-        .iter()
-        .map(|r| {
-            let short: String = r.payload.chars().take(400).collect();
-            format!("{} {}: {short}\n", r.kind, r.label)
-        })
-        .collect();
-    format!(
-        "case {} (--cpus {}), end {:?}\nrecords:\n{records}guest:\n{}\npv-vmm:\n{}",
-        c.name,
-        c.cpu,
-        c.end,
-        c.guest_log.join("\n"),
-        c.vmm_log.join("\n")
-    )
-}
-
 /// One workload's figures: its own result line, and the growth of the counters around it.
 struct Work {
     ops: u64,
@@ -288,7 +214,9 @@ impl Work {
     fn of(c: &CaseResult, kind: &str) -> Work {
         let line = c
             .guest_marker(&format!("WORK kind={kind} "))
-            .unwrap_or_else(|| panic!("case {}: no result of pv-load {kind}\n{}", c.name, dump(c)));
+            .unwrap_or_else(|| {
+                panic!("case {}: no result of pv-load {kind}\n{}", c.name, c.dump())
+            });
         let field = |key: &str| {
             line.split(' ')
                 .find_map(|w| w.strip_prefix(key))
@@ -472,7 +400,7 @@ fn lab_features_guest_view_and_host_counters() {
         let r = find(&c.name);
         check(
             r.end == Some(Ok(())) && r.stats.get("vmm_exit") == Some(&0),
-            format!("did not boot and power off cleanly: {}", dump(r)),
+            format!("did not boot and power off cleanly: {}", r.dump()),
         );
     }
 
@@ -483,7 +411,7 @@ fn lab_features_guest_view_and_host_counters() {
         let (leaves, features, hints) = effective(&info);
         let guest = r
             .guest_kvm_cpuid()
-            .unwrap_or_else(|e| panic!("{e}\n{}", dump(r)));
+            .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
         match guest {
             None => check(
                 !leaves,
@@ -504,8 +432,8 @@ fn lab_features_guest_view_and_host_counters() {
                 );
             }
         }
-        let want = expected_lines(leaves, features, hints, 2);
-        let got = guest_lines(r);
+        let want = expected_pv_lines(leaves, features, hints, 2);
+        let got = r.pv_guest_lines();
         check(
             want == got,
             format!("{}: guest lines {got:?}, expected {want:?}", c.name),
@@ -530,7 +458,7 @@ fn lab_features_guest_view_and_host_counters() {
                 && r.guest_log.is_empty(),
             format!(
                 "{name} (--cpus {cpus}): expected a refusal naming `{word}`\n{}",
-                dump(r)
+                r.dump()
             ),
         );
         let _ = writeln!(table, "{name:<22} refused: {last}");
@@ -580,7 +508,7 @@ fn lab_features_guest_view_and_host_counters() {
             .guest_kvm_cpuid()
             .ok()
             .flatten()
-            .unwrap_or_else(|| panic!("{name}: no KVM leaves\n{}", dump(case)));
+            .unwrap_or_else(|| panic!("{name}: no KVM leaves\n{}", case.dump()));
         let want_rt = name == "idle_dedicated";
         check(
             f.contains(KvmFeatures::PV_UNHALT) != hlt_off
