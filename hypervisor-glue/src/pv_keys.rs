@@ -4,8 +4,8 @@
 //! same words.
 //!
 //! The VMM registers [`KEYS`] with its parser, parses its option string as it always does,
-//! and hands [`read`] a function that returns a key's value (without quotes; `None` when the
-//! key is absent or empty, as Cloud Hypervisor's `OptionParser::get` does). [`write`] gives
+//! and hands [`read()`] a function that returns a key's value (without quotes; `None` when the
+//! key is absent or empty, as Cloud Hypervisor's `OptionParser::get` does). [`write()`] gives
 //! the keys back in the same syntax, only those that differ from the defaults. The result is
 //! a [`PvConfig`], which the VMM's `CpusConfig` holds as `kvm_pv` (serde: absent = default).
 //!
