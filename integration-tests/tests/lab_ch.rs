@@ -2,8 +2,8 @@
 //! `scripts/build-cloud-hypervisor`) in the KVM lab, driven by `ch-remote`: the guest's
 //! view of each configuration (its CPUID dump and its kernel's `kvm-guest:` lines) against
 //! what `vm.info`'s `kvm_pv.effective` says, the KVM leaves at 0x40000100 with
-//! `kvm_hyperv=on`, none with `kvm_pv=off`, and bad configurations refused before any guest
-//! starts, through the same case script as `lab_features` (`feature-cases.sh`).
+//! `kvm_hyperv=on`, exactly the listed features with a list, and bad configurations refused
+//! before any guest starts, through the same case script as `lab_features` (`feature-cases.sh`).
 //!
 //! Building Cloud Hypervisor takes about 15 minutes on two cores the first time, so this
 //! test runs when `PV_CH_LAB=1` is set; otherwise it says loudly that it did not run (in
@@ -28,7 +28,9 @@ const BOOTED: [(&str, &str); 6] = [
     ),
     ("dedicated", "boot=2,dedicated=on"),
     ("hyperv", "boot=2,kvm_hyperv=on"),
-    ("off", "boot=2,kvm_pv=off"),
+    // Not kvm_pv=off: without kvmclock a Linux guest of Cloud Hypervisor (no PIT, no HPET)
+    // cannot calibrate its clocks and prints nothing (seen in the lab on 2026-12-03).
+    ("minimal", "boot=2,kvm_pv=[clocksource2]"),
     ("halt0", "boot=2,halt_poll_ns=0,enforce_pv_cpuid=off"),
 ];
 
@@ -113,8 +115,11 @@ fn lab_ch_guest_view_and_refusals() {
         .file(&assets.initramfs)
         .file(&case_script)
         .file(dir.join("common.sh"))
-        // Cloud Hypervisor's console is a tty by default; the case script uses the serial.
+        // Cloud Hypervisor's console is a tty by default; the case script uses the serial,
+        // whose input Cloud Hypervisor takes from a terminal only: the guest idles instead
+        // of giving a shell.
         .env("VMM_ARGS", "--console off")
+        .env("NO_CONSOLE_INPUT", "1")
         .timeout(Duration::from_secs(1500))
         .run());
     let results = parse_cases(&out.stdout);
@@ -211,8 +216,11 @@ fn lab_ch_guest_view_and_refusals() {
     {
         failures.push("dedicated: the guest did not see the realtime hint".to_owned());
     }
-    if effective("off")["leaves"] != false {
-        failures.push("off: the guest still has KVM leaves".to_owned());
+    if effective("minimal")["features"] != serde_json::json!(["clocksource2"]) {
+        failures.push(format!(
+            "minimal: exactly clocksource2 asked for: {}",
+            effective("minimal")
+        ));
     }
     if effective("halt0")["halt_poll_ns"] != 0 || effective("halt0")["enforce_pv_cpuid"] != false {
         failures.push(format!("halt0: {}", effective("halt0")));
