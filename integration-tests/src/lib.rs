@@ -242,6 +242,7 @@ pub struct LabCommand {
     files: Vec<(PathBuf, Option<PathBuf>)>,
     envs: Vec<(String, String)>,
     timeout: Duration,
+    retries: u32,
 }
 
 impl LabCommand {
@@ -256,6 +257,7 @@ impl LabCommand {
             files: Vec::new(),
             envs: Vec::new(),
             timeout: Duration::from_secs(300),
+            retries: 2,
         }
     }
 
@@ -278,9 +280,16 @@ impl LabCommand {
         self
     }
 
-    /// Limits the whole run (L1 boot included).
+    /// Limits the whole run (L1 boot included), each attempt.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How many times the command runs again after L1 itself crashed (default 2: on a bad
+    /// day the lab loses L1 every few minutes of load).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
         self
     }
 
@@ -288,12 +297,13 @@ impl LabCommand {
     /// `Ok` with that status (see [`LabOutput::success`]).
     ///
     /// When L1 itself crashed (its kernel panicked, it reset, died without the exit marker
-    /// or wedged) the command runs once more: `scripts/lab/run --retries 1`, which alone
+    /// or wedged) the command runs again, up to [`LabCommand::retries`] times:
+    /// `scripts/lab/run --retries`, which alone
     /// decides what an L1 crash is, says so on stderr and appends the line to the file
     /// `PV_LAB_RETRY_LOG` names (scripts/test prints those lines loudly at the end). Those
     /// crashes are the emulated host's, not a result of the command: in the lab L1's KVM
     /// runs on QEMU's TCG emulation of SVM, and its kernel has panicked in vCPU threads of
-    /// both pv-vmm and QEMU. A second crash is the error.
+    /// both pv-vmm and QEMU. The crash after the last retry is the error.
     ///
     /// With `PV_LAB_REPLAY=<log directory of an earlier run>` nothing runs: the saved
     /// `stdout.log` and `stderr.log` of that run are returned, so a test's checks can be
@@ -309,7 +319,8 @@ impl LabCommand {
         let runner = script("lab/run");
         let mut cmd = Command::new(&runner);
         cmd.arg("--quiet")
-            .args(["--retries", "1"])
+            .arg("--retries")
+            .arg(self.retries.to_string())
             .arg("--timeout")
             .arg(self.timeout.as_secs().max(1).to_string());
         for (host, guest) in &self.files {

@@ -121,6 +121,7 @@ fn lab_ch_guest_view_and_refusals() {
         .env("VMM_ARGS", "--console off")
         .env("NO_CONSOLE_INPUT", "1")
         .timeout(Duration::from_secs(1500))
+        .retries(3)
         .run());
     let results = parse_cases(&out.stdout);
     assert_guest_logs_clean(&results);
