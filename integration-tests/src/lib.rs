@@ -257,7 +257,7 @@ impl LabCommand {
             files: Vec::new(),
             envs: Vec::new(),
             timeout: Duration::from_secs(300),
-            retries: 2,
+            retries: 4,
         }
     }
 
@@ -286,8 +286,9 @@ impl LabCommand {
         self
     }
 
-    /// How many times the command runs again after L1 itself crashed (default 2: on a bad
-    /// day the lab loses L1 every few minutes of load).
+    /// How many times the command runs again after L1 itself crashed (default 4: on a bad
+    /// day the lab loses L1 about once a minute of load; the clean-clone CI rehearsal of
+    /// 2026-12-03 lost `qemu_peer_pv_lines` to three crashes in a row, at 54, 33 and 40 s).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self

@@ -412,7 +412,7 @@ fn lab_features_guest_view_and_host_counters() {
             // A group took up to 5 minutes in the lab on 2026-12-03; room for stalled
             // cases that run again.
             .timeout(Duration::from_secs(900))
-            .retries(3)
+            .retries(4)
             .run());
         if let Some(t) = &out.timing {
             println!(
