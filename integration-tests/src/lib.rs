@@ -787,6 +787,37 @@ pub mod peer {
         lines
     }
 
+    /// The strings of a JSON array that `parse` takes (an absent field or another value:
+    /// none).
+    pub fn json_names<T>(v: &serde_json::Value, parse: impl Fn(&str) -> Option<T>) -> Vec<T> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().and_then(&parse))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// An `EffectivePv` as vm.info reports it (pv-vmm's `pv.effective`, the patched Cloud
+    /// Hypervisor's `kvm_pv.effective`): KVM leaves present, features, hints.
+    pub fn effective_state(
+        eff: &serde_json::Value,
+    ) -> (
+        bool,
+        pv_features::cpuid::KvmFeatures,
+        pv_features::cpuid::KvmHints,
+    ) {
+        use pv_features::cpuid::{KvmFeatures, KvmHints};
+        let features = json_names(&eff["features"], |n| KvmFeatures::by_name(n).ok())
+            .into_iter()
+            .fold(KvmFeatures::empty(), |a, f| a | f);
+        let hints = json_names(&eff["hints"], |n| KvmHints::by_name(n).ok())
+            .into_iter()
+            .fold(KvmHints::empty(), |a, h| a | h);
+        (eff["leaves"].as_bool().unwrap_or(false), features, hints)
+    }
+
     /// Parses the case script's output into its cases, in order.
     pub fn parse_cases(stdout: &str) -> Vec<CaseResult> {
         let mut cases: Vec<CaseResult> = Vec::new();

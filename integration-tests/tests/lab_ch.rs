@@ -14,10 +14,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use integration_tests::peer::{assert_guest_logs_clean, expected_pv_lines, parse_cases};
+use integration_tests::peer::{
+    assert_guest_logs_clean, effective_state, expected_pv_lines, json_names, parse_cases,
+};
 use integration_tests::{ok, repo_root, report_case_retries, report_retry, script};
 use integration_tests::{GuestAssets, LabCommand};
-use pv_features::cpuid::{KvmFeatures, KvmHints, KVM_CPUID_ALT_BASE, KVM_CPUID_BASE};
+use pv_features::cpuid::{KVM_CPUID_ALT_BASE, KVM_CPUID_BASE};
 use serde_json::Value;
 
 /// Cases that boot: name, `--cpus`.
@@ -70,16 +72,6 @@ fn ch_binaries() -> (PathBuf, PathBuf) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let dir = PathBuf::from(stdout.lines().last().unwrap_or_default());
     (dir.join("cloud-hypervisor"), dir.join("ch-remote"))
-}
-
-fn names<T>(v: &Value, parse: impl Fn(&str) -> Option<T>) -> Vec<T> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|n| n.as_str().and_then(&parse))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -152,13 +144,7 @@ fn lab_ch_guest_view_and_refusals() {
             info["kvm_pv"]["effective_is_live"], true,
             "{name}: vm.info of a running VM: {info}"
         );
-        let leaves = eff["leaves"].as_bool().unwrap_or(false);
-        let features = names(&eff["features"], |n| KvmFeatures::by_name(n).ok())
-            .into_iter()
-            .fold(KvmFeatures::empty(), |a, f| a | f);
-        let hints = names(&eff["hints"], |n| KvmHints::by_name(n).ok())
-            .into_iter()
-            .fold(KvmHints::empty(), |a, h| a | h);
+        let (leaves, features, hints) = effective_state(eff);
         let guest = c
             .guest_kvm_cpuid()
             .unwrap_or_else(|e| panic!("{e}\n{}", c.dump()));
@@ -195,7 +181,7 @@ fn lab_ch_guest_view_and_refusals() {
         info["kvm_pv"]["effective"].clone()
     };
     let default = effective("default");
-    let default_features: Vec<String> = names(&default["features"], |n| Some(n.to_owned()));
+    let default_features: Vec<String> = json_names(&default["features"], |n| Some(n.to_owned()));
     for must in [
         "steal_time",
         "pv_tlb_flush",

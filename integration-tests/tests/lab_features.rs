@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use integration_tests::peer::{expected_pv_lines, parse_cases, CaseResult};
+use integration_tests::peer::{
+    effective_state, expected_pv_lines, json_names as names, parse_cases, CaseResult,
+};
 use integration_tests::{
     ok, repo_root, report_case_retries, vmm_binaries, GuestAssets, LabCommand,
 };
@@ -170,26 +172,9 @@ fn json(c: &CaseResult, kind: &str, label: &str) -> Value {
         .unwrap_or_else(|e| panic!("case {}: {kind} {label} is not JSON ({e}): {text}", c.name))
 }
 
-fn names<T>(v: &Value, parse: impl Fn(&str) -> Option<T>) -> Vec<T> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|n| n.as_str().and_then(&parse))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// What vm.info says the VM runs with: KVM leaves present, features, hints.
 fn effective(info: &Value) -> (bool, KvmFeatures, KvmHints) {
-    let eff = &info["pv"]["effective"];
-    let features = names(&eff["features"], |n| KvmFeatures::by_name(n).ok())
-        .into_iter()
-        .fold(KvmFeatures::empty(), |a, f| a | f);
-    let hints = names(&eff["hints"], |n| KvmHints::by_name(n).ok())
-        .into_iter()
-        .fold(KvmHints::empty(), |a, h| a | h);
-    (eff["leaves"].as_bool().unwrap_or(false), features, hints)
+    effective_state(&info["pv"]["effective"])
 }
 
 /// One workload's figures: its own result line, and the growth of the counters around it.
