@@ -512,8 +512,9 @@ impl GuestAssets {
     }
 }
 
-/// Runs a preparation script and returns its stdout.
-pub(crate) fn run_script(program: &Path, args: &[&str]) -> Result<String, LabError> {
+/// Runs a preparation script and returns its stdout; a failure carries its status and
+/// stderr.
+pub fn run_script(program: &Path, args: &[&str]) -> Result<String, LabError> {
     let out = Command::new(program)
         .args(args)
         .output()

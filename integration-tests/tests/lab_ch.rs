@@ -11,13 +11,12 @@
 //! the list `scripts/test` prints at the end).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use integration_tests::peer::{
     assert_guest_logs_clean, effective_state, expected_pv_lines, json_names, parse_cases,
 };
-use integration_tests::{ok, repo_root, report_case_retries, report_retry, script};
+use integration_tests::{ok, repo_root, report_case_retries, report_retry, run_script, script};
 use integration_tests::{GuestAssets, LabCommand};
 use pv_features::cpuid::{KVM_CPUID_ALT_BASE, KVM_CPUID_BASE};
 use serde_json::Value;
@@ -61,15 +60,7 @@ const REFUSED: [(&str, &str, &str); 4] = [
 /// `cloud-hypervisor` and `ch-remote` with the series, built (or found in the cache) by
 /// `scripts/build-cloud-hypervisor`.
 fn ch_binaries() -> (PathBuf, PathBuf) {
-    let out = Command::new(script("build-cloud-hypervisor"))
-        .output()
-        .expect("scripts/build-cloud-hypervisor");
-    assert!(
-        out.status.success(),
-        "scripts/build-cloud-hypervisor failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = ok(run_script(&script("build-cloud-hypervisor"), &[]));
     let dir = PathBuf::from(stdout.lines().last().unwrap_or_default());
     (dir.join("cloud-hypervisor"), dir.join("ch-remote"))
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use integration_tests::{repo_root, script};
+use integration_tests::{repo_root, run_script, script};
 
 /// The fake QEMU: finds the three `-serial file:` paths (console, stdout, stderr of the
 /// command) and plays the next line of `$FAKE_L1_PLAN` (one ending per attempt).
@@ -111,16 +111,9 @@ impl Drop for Lab {
 
 /// The cloud kernel the lab boots (fetched once per machine).
 fn kernel_dir() -> PathBuf {
-    let out = Command::new(script("lab/fetch-kernel"))
-        .arg("--print-dir")
-        .output()
-        .expect("scripts/lab/fetch-kernel");
-    assert!(
-        out.status.success(),
-        "scripts/lab/fetch-kernel failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let stdout =
+        run_script(&script("lab/fetch-kernel"), &["--print-dir"]).unwrap_or_else(|e| panic!("{e}"));
+    let dir = PathBuf::from(stdout.trim());
     assert!(Path::new(&dir).join("boot").is_dir(), "{}", dir.display());
     dir
 }
