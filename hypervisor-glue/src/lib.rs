@@ -14,6 +14,8 @@
 //!   against the host, with typed errors and warnings;
 //! - [`hooks`]: the calls a VMM makes at VM creation, vCPU creation, CPUID setup, hypercall
 //!   exits, snapshot/restore and reboot, each naming its place in Cloud Hypervisor;
+//! - [`counters`]: each vCPU's steal-time record and the KVM statistics that show the PV
+//!   features, in Cloud Hypervisor's `vm.counters` shape;
 //! - [`change`]: what a PV change does to a created, running or paused VM: applied now,
 //!   pending until the next reboot, or rejected.
 //!
@@ -35,6 +37,7 @@ pub use kvm_ioctls;
 pub use pv_features;
 
 pub mod change;
+pub mod counters;
 pub mod cpus;
 pub mod help;
 pub mod hooks;

@@ -8,20 +8,19 @@
 //!
 //! Steal-time MSR: KVM handles the guest's write of `MSR_KVM_STEAL_TIME` in the kernel, so
 //! the VMM never sees it. The value is read with `KVM_GET_MSRS` by the vCPU's own thread
-//! (vCPU ioctls belong to the thread that runs the vCPU): the VMM raises the vCPU's
-//! [`VcpuMsr::want`] flag and kicks; the thread answers at its next loop turn (or while
-//! parked) and bumps [`VcpuMsr::seq`].
+//! (vCPU ioctls belong to the thread that runs the vCPU) through the vCPU's
+//! [`MsrSlot`](hypervisor_glue::counters::MsrSlot): the VMM asks and kicks; the thread
+//! answers at its next loop turn (or while parked).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_msr_entry, Msrs};
+use hypervisor_glue::counters::{MsrRead, MsrSlot};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use pv_features::hypercall::Dispatcher;
-use pv_features::msrs::MSR_KVM_STEAL_TIME;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::api::ApiMessage;
@@ -44,19 +43,6 @@ pub enum Event {
     Api(ApiMessage),
 }
 
-/// The steal-time MSR of one vCPU, as its thread last read it.
-#[derive(Debug, Default)]
-pub struct VcpuMsr {
-    /// Set by the VMM: read the MSR at the next chance.
-    pub want: AtomicBool,
-    /// The value last read (valid once `seq` > 0 and `ok`).
-    pub value: AtomicU64,
-    /// Whether the last `KVM_GET_MSRS` succeeded.
-    pub ok: AtomicBool,
-    /// Bumped after each read.
-    pub seq: AtomicU64,
-}
-
 /// State the vCPU threads of one VM share.
 #[derive(Debug)]
 pub struct VcpuShared {
@@ -77,7 +63,7 @@ pub struct VcpuShared {
     /// How many threads are parked.
     pub parked: AtomicUsize,
     /// Per vCPU, indexed by id.
-    pub msrs: Vec<VcpuMsr>,
+    pub msrs: Vec<MsrSlot>,
     /// Per vCPU, indexed by id: the exits that reached this process's run loop.
     pub exits: Vec<ExitCounters>,
     /// The main loop's inbox.
@@ -102,7 +88,7 @@ impl VcpuShared {
             pause_lock: Mutex::new(false),
             resume: Condvar::new(),
             parked: AtomicUsize::new(0),
-            msrs: (0..vcpus).map(|_| VcpuMsr::default()).collect(),
+            msrs: (0..vcpus).map(|_| MsrSlot::default()).collect(),
             exits: (0..vcpus).map(|_| ExitCounters::default()).collect(),
             events,
         }
@@ -296,7 +282,7 @@ fn service(id: u64, vcpu: &VcpuFd, shared: &VcpuShared) {
     let Some(msr) = shared.msrs.get(id as usize) else {
         return;
     };
-    answer_msr(vcpu, msr);
+    msr.serve(vcpu);
     if !shared.paused.load(Ordering::Acquire) {
         return;
     }
@@ -312,31 +298,10 @@ fn service(id: u64, vcpu: &VcpuFd, shared: &VcpuShared) {
             Ok((guard, _)) => guard,
             Err(poisoned) => poisoned.into_inner().0,
         };
-        answer_msr(vcpu, msr);
+        msr.serve(vcpu);
     }
     shared.parked.fetch_sub(1, Ordering::AcqRel);
     log::debug!("vCPU {id}: running again");
-}
-
-/// Reads `MSR_KVM_STEAL_TIME` on this (the vCPU's own) thread if the VMM asked for it.
-fn answer_msr(vcpu: &VcpuFd, msr: &VcpuMsr) {
-    if !msr.want.swap(false, Ordering::AcqRel) {
-        return;
-    }
-    let entry = kvm_msr_entry {
-        index: MSR_KVM_STEAL_TIME,
-        ..Default::default()
-    };
-    let value =
-        Msrs::from_entries(&[entry])
-            .ok()
-            .and_then(|mut msrs| match vcpu.get_msrs(&mut msrs) {
-                Ok(1) => msrs.as_slice().first().map(|e| e.data),
-                _ => None,
-            });
-    msr.value.store(value.unwrap_or(0), Ordering::Release);
-    msr.ok.store(value.is_some(), Ordering::Release);
-    msr.seq.fetch_add(1, Ordering::AcqRel);
 }
 
 /// Kicks every live thread out of `KVM_RUN` once.
@@ -401,39 +366,20 @@ pub fn resume_all(shared: &VcpuShared) {
     shared.resume.notify_all();
 }
 
-/// One vCPU's answer to a steal-time MSR read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MsrRead {
-    /// The MSR's value.
-    Value(u64),
-    /// `KVM_GET_MSRS` refused it (KVM does so when the vCPU's CPUID lacks steal time and PV
-    /// CPUID enforcement is on).
-    Refused,
-    /// The thread did not answer in time (or has ended).
-    NoAnswer,
-}
-
 /// Asks every vCPU thread for its `MSR_KVM_STEAL_TIME` and waits for the answers (at most
 /// [`WAIT_LIMIT`]). Returns what each vCPU answered.
 pub fn read_steal_msrs(shared: &VcpuShared, threads: &[JoinHandle<()>]) -> Vec<MsrRead> {
-    let before: Vec<u64> = shared
-        .msrs
-        .iter()
-        .map(|m| {
-            let seq = m.seq.load(Ordering::Acquire);
-            m.want.store(true, Ordering::Release);
-            seq
-        })
-        .collect();
-    let start = Instant::now();
-    let answered = |i: usize, m: &VcpuMsr| m.seq.load(Ordering::Acquire) > before[i];
-    loop {
-        let pending: Vec<usize> = shared
+    let tickets: Vec<_> = shared.msrs.iter().map(MsrSlot::request).collect();
+    let answer = |i: usize| {
+        shared
             .msrs
-            .iter()
-            .enumerate()
-            .filter(|(i, m)| !answered(*i, m))
-            .map(|(i, _)| i)
+            .get(i)
+            .and_then(|m| tickets.get(i).and_then(|t| m.answer(*t)))
+    };
+    let start = Instant::now();
+    loop {
+        let pending: Vec<usize> = (0..shared.msrs.len())
+            .filter(|i| answer(*i).is_none())
             // A thread that ended (its vCPU asked for power off or reset) never answers.
             .filter(|i| threads.get(*i).is_some_and(|t| !t.is_finished()))
             .collect();
@@ -449,19 +395,8 @@ pub fn read_steal_msrs(shared: &VcpuShared, threads: &[JoinHandle<()>]) -> Vec<M
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    shared
-        .msrs
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            if !answered(i, m) {
-                MsrRead::NoAnswer
-            } else if m.ok.load(Ordering::Acquire) {
-                MsrRead::Value(m.value.load(Ordering::Acquire))
-            } else {
-                MsrRead::Refused
-            }
-        })
+    (0..shared.msrs.len())
+        .map(|i| answer(i).unwrap_or(MsrRead::NoAnswer))
         .collect()
 }
 

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use hypervisor_glue::change::ImmediateAction;
+use hypervisor_glue::counters::{MsrRead, StealTime};
 use hypervisor_glue::hooks::HookError;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
@@ -36,7 +37,6 @@ use pv_features::host::HostPv;
 use pv_features::hyperv::HypervReport;
 use pv_features::setup::PvVm;
 use pv_features::stats::{Stats, StatsFd};
-use pv_features::steal_time::{read_snapshot, StealTimeMsr, StealTimeSnapshot};
 use serde::Serialize;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -46,7 +46,7 @@ use crate::exit_counters::VmmExits;
 use crate::ram::GuestRam;
 use crate::seccomp::Filters;
 use crate::topology::{advertise_tsc_deadline, patch_vcpu_cpuid, Topology};
-use crate::vcpu::{self, Event, MsrRead, VcpuShared};
+use crate::vcpu::{self, Event, VcpuShared};
 use crate::{acpi, boot, layout};
 
 /// Where the identity-map page and TSS go for Intel's real-mode emulation (below the
@@ -360,16 +360,8 @@ impl RunningVm {
             .map(|id| {
                 let stats = read(self.vcpu_stats.get(id).and_then(Option::as_ref));
                 let read = msrs.get(id).copied().unwrap_or(MsrRead::NoAnswer);
-                let steal_time = match read {
-                    _ if !advertised => StealTime::NotAdvertised,
-                    MsrRead::NoAnswer => StealTime::Unknown {
-                        reason: "the vCPU thread did not answer the MSR read".to_owned(),
-                    },
-                    MsrRead::Refused => StealTime::Unknown {
-                        reason: "KVM_GET_MSRS refused MSR_KVM_STEAL_TIME (steal time is not in this vCPU's CPUID)".to_owned(),
-                    },
-                    MsrRead::Value(msr) => self.steal_time(msr),
-                };
+                let steal_time =
+                    StealTime::from_read(advertised, read, self.phys_bits, self.ram.mem());
                 VcpuCounters {
                     id: id as u32,
                     stats: stats.as_ref().ok().cloned().flatten().map(stats_map),
@@ -391,24 +383,6 @@ impl RunningVm {
                 .iter()
                 .fold(VmmExits::default(), |sum, v| sum.plus(v.vmm_exits)),
             vcpus,
-        }
-    }
-
-    fn steal_time(&self, msr: u64) -> StealTime {
-        let located =
-            StealTimeMsr::decode(msr, self.phys_bits).and_then(|m| m.locate(self.ram.mem()));
-        let invalid = |error: String| StealTime::Invalid { msr, error };
-        match located {
-            Ok(None) => StealTime::Disabled { msr },
-            Ok(Some(gpa)) => match read_snapshot(self.ram.mem(), gpa) {
-                Ok(record) => StealTime::Enabled {
-                    msr,
-                    gpa: gpa.raw_value(),
-                    record,
-                },
-                Err(e) => invalid(e.to_string()),
-            },
-            Err(e) => invalid(e.to_string()),
         }
     }
 
@@ -438,43 +412,6 @@ fn stats_map(stats: Stats) -> StatsMap {
             (name, value)
         })
         .collect()
-}
-
-/// A vCPU's steal-time record, as found through its `MSR_KVM_STEAL_TIME`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
-pub enum StealTime {
-    /// This VM does not advertise `steal_time`: there is no record to read (and KVM
-    /// refuses the MSR under PV CPUID enforcement).
-    NotAdvertised,
-    /// The guest has not enabled steal time on this vCPU (MSR bit 0 clear).
-    Disabled {
-        /// The MSR value.
-        msr: u64,
-    },
-    /// The record, read consistently from guest memory.
-    Enabled {
-        /// The MSR value.
-        msr: u64,
-        /// The record's guest-physical address.
-        gpa: u64,
-        /// Steal ns, version and the preempted byte.
-        record: StealTimeSnapshot,
-    },
-    /// The guest enabled steal time at a value that locates no readable record (outside
-    /// guest memory, beyond its physical address width, or a record that never settles).
-    /// KVM accepts such values and writes no record; this reports it.
-    Invalid {
-        /// The MSR value.
-        msr: u64,
-        /// What is wrong with it.
-        error: String,
-    },
-    /// The MSR could not be read.
-    Unknown {
-        /// Why.
-        reason: String,
-    },
 }
 
 /// One vCPU's counters.
