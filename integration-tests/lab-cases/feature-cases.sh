@@ -12,7 +12,8 @@
 #   others (Cloud Hypervisor: '--console off', its console being a tty by default). With
 #   NO_CONSOLE_INPUT=1 (a VMM that feeds its serial port from a terminal only, as Cloud
 #   Hypervisor does) the guest idles 20 s instead of giving a shell (pv.idle=20), the
-#   records are taken in that window, and a case with workloads fails.
+#   records are taken in that window (with vm.counters before and after 3 s of it, kind
+#   'idle'), and a case with workloads fails.
 #   CASE is four words: NAME CPUS HOG WORK
 #   NAME  a label
 #   CPUS  the --cpus value; OVER is replaced by twice this host's CPU count (at most 16),
@@ -164,6 +165,13 @@ run_case() {
         fi
         if [ -z "$result" ]; then
             echo "@@REC $name info - $("$remote" --api-socket "$sock" info 2>&1 | tr -d '\n')@@"
+            if [ -n "${NO_CONSOLE_INPUT:-}" ]; then
+                # No shell to run workloads in: 3 s of the idle window are the workload (HLT
+                # exits, halt polling).
+                echo "@@REC $name counters idle-before $("$remote" --api-socket "$sock" counters 2>&1 | tr -d '\n')@@"
+                sleep 3
+                echo "@@REC $name counters idle-after $("$remote" --api-socket "$sock" counters 2>&1 | tr -d '\n')@@"
+            fi
             [ "$hog" = host ] && hog_start
             n=0
             for job in $(echo "$jobs" | tr ',' ' '); do
