@@ -34,19 +34,9 @@ work=$(mktemp -d /tmp/ch-migrate.XXXXXX)
 lab_guest=${PV_LAB_GUEST_ARGS:+ $PV_LAB_GUEST_ARGS}
 pids=""
 
-hog_pids=""
-hog_start() {
-    i=0
-    while [ $i -lt "$ncpu" ]; do
-        sh -c 'while :; do :; done' &
-        hog_pids="$hog_pids $!"
-        i=$((i + 1))
-    done
-}
-
 finish() {
     status=$1
-    [ -n "$hog_pids" ] && kill $hog_pids 2>/dev/null
+    hog_stop
     for p in $pids; do kill -KILL "$p" 2>/dev/null; done
     for v in A B C; do
         [ -f "$work/$v.serial" ] && tr -d '\r' <"$work/$v.serial" | sed "s/^/L2$v| /"
@@ -148,8 +138,7 @@ rec migrated-1 counters C
 sleep 4
 rec migrated-2 counters C
 rec migrated info C
-kill $hog_pids 2>/dev/null
-hog_pids=""
+hog_stop
 
 # 4. A snapshot claiming a feature Cloud Hypervisor does not back is refused.
 sed 's/\\"effective\\":{\\"leaves\\":true,\\"features\\":\[/&\\"migration_control\\",/' \

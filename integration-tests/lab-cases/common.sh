@@ -54,6 +54,22 @@ wait_exit() {
     exit_status=$?
 }
 
+# hog_start: one busy loop per host CPU ($ncpu, which the caller sets), until hog_stop.
+hog_pids=""
+hog_start() {
+    i=0
+    while [ $i -lt "$ncpu" ]; do
+        sh -c 'while :; do :; done' &
+        hog_pids="$hog_pids $!"
+        i=$((i + 1))
+    done
+}
+hog_stop() {
+    [ -n "$hog_pids" ] && kill $hog_pids 2>/dev/null
+    for p in $hog_pids; do wait "$p" 2>/dev/null; done
+    hog_pids=""
+}
+
 # pv-vmm's words when its guest triple-faulted (its error line ends the VMM with status 1).
 TRIPLE_FAULT='triple-faulted'
 

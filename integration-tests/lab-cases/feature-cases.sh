@@ -10,10 +10,10 @@
 #   PV_VMM/PV_REMOTE may be another VMM with the same options and its client (the patched
 #   cloud-hypervisor and ch-remote); VMM_ARGS (environment) are words it needs before the
 #   others (Cloud Hypervisor: '--console off', its console being a tty by default). With
-#   NO_CONSOLE_INPUT=1 (a VMM that feeds its serial port from a terminal only, as Cloud
-#   Hypervisor does) the guest idles 20 s instead of giving a shell (pv.idle=20), the
-#   records are taken in that window (with vm.counters before and after 3 s of it, kind
-#   'idle'), and a case with workloads fails.
+#   UNIX_CONSOLE=<path of integration-tests/guest/unix-console> (a VMM that takes serial
+#   input from a terminal only, as Cloud Hypervisor does): the VMM gets '--serial
+#   socket=<dir>/serial.sock' instead of '--serial tty', and the helper carries the guest's
+#   console between that socket and the case (its shell's input, the log).
 #   CASE is four words: NAME CPUS HOG WORK
 #   NAME  a label
 #   CPUS  the --cpus value; OVER is replaced by twice this host's CPU count (at most 16),
@@ -109,30 +109,10 @@ trace_count() {
     echo "@@REC $1 icr_writes $2 ${vecs}overrun:$lost@@"
 }
 
-hog_pids=""
-hog_start() {
-    i=0
-    while [ $i -lt "$ncpu" ]; do
-        sh -c 'while :; do :; done' &
-        hog_pids="$hog_pids $!"
-        i=$((i + 1))
-    done
-}
-hog_stop() {
-    [ -n "$hog_pids" ] && kill $hog_pids 2>/dev/null
-    for p in $hog_pids; do wait "$p" 2>/dev/null; done
-    hog_pids=""
-}
-
 # The lab's words for every guest (scripts/lab/lib.sh; none on bare metal).
 lab_guest=${PV_LAB_GUEST_ARGS:+ $PV_LAB_GUEST_ARGS}
 
-# How the guest waits for the case: a shell fed through the VMM's stdin, or an idle window.
-if [ -n "${NO_CONSOLE_INPUT:-}" ]; then
-    guest_wait=pv.idle=20 guest_ready='@@GUEST-IDLE-BEGIN@@'
-else
-    guest_wait=pv.shell guest_ready='pv.shell: a shell'
-fi
+guest_ready='pv.shell: a shell'
 
 # run_case NAME CPUS HOG WORK: one case, its whole output on stdout.
 run_case() {
@@ -153,25 +133,26 @@ run_case() {
     else
         mkfifo "$dir/console"
         exec 3<>"$dir/console"
-        # shellcheck disable=SC2086 # VMM_ARGS is words
-        "$vmm" ${VMM_ARGS:-} -v --api-socket "path=$sock" --kernel "$kernel" --initramfs "$initrd" \
-            --cpus "$cpus" --memory size=512M --serial tty \
-            --cmdline "console=ttyS0 quiet panic=-1$lab_guest $guest_wait" <"$dir/console" >"$log" 2>"$err" &
-        pid=$!
+        # The guest's shell reads what the case writes to fd 3; its console goes to $log.
+        if [ -n "${UNIX_CONSOLE:-}" ]; then
+            # shellcheck disable=SC2086 # VMM_ARGS is words
+            "$vmm" ${VMM_ARGS:-} -v --api-socket "path=$sock" --kernel "$kernel" --initramfs "$initrd" \
+                --cpus "$cpus" --memory size=512M --serial "socket=$dir/serial.sock" \
+                --cmdline "console=ttyS0 quiet panic=-1$lab_guest pv.shell" </dev/null >"$dir/vmm.out" 2>"$err" &
+            pid=$!
+            "$UNIX_CONSOLE" "$dir/serial.sock" 60 <"$dir/console" >"$log" 2>>"$err" &
+        else
+            # shellcheck disable=SC2086 # VMM_ARGS is words
+            "$vmm" ${VMM_ARGS:-} -v --api-socket "path=$sock" --kernel "$kernel" --initramfs "$initrd" \
+                --cpus "$cpus" --memory size=512M --serial tty \
+                --cmdline "console=ttyS0 quiet panic=-1$lab_guest pv.shell" <"$dir/console" >"$log" 2>"$err" &
+            pid=$!
+        fi
         if ! result=$(wait_log "$log" "$guest_ready" 1 "$limit" "$pid"); then
             result="fail $result"
-        elif [ -n "${NO_CONSOLE_INPUT:-}" ] && [ "$jobs" != - ]; then
-            result="fail workloads need the guest's shell, and NO_CONSOLE_INPUT gives none"
         fi
         if [ -z "$result" ]; then
             echo "@@REC $name info - $("$remote" --api-socket "$sock" info 2>&1 | tr -d '\n')@@"
-            if [ -n "${NO_CONSOLE_INPUT:-}" ]; then
-                # No shell to run workloads in: 3 s of the idle window are the workload (HLT
-                # exits, halt polling).
-                echo "@@REC $name counters idle-before $("$remote" --api-socket "$sock" counters 2>&1 | tr -d '\n')@@"
-                sleep 3
-                echo "@@REC $name counters idle-after $("$remote" --api-socket "$sock" counters 2>&1 | tr -d '\n')@@"
-            fi
             [ "$hog" = host ] && hog_start
             n=0
             for job in $(echo "$jobs" | tr ',' ' '); do
@@ -194,9 +175,8 @@ run_case() {
                 trace_count "$name" "$kind"
             done
             hog_stop
-            # Leave the shell (or let the idle window end): /init prints @@GUEST-DONE@@ and
-            # powers off.
-            [ -n "${NO_CONSOLE_INPUT:-}" ] || echo exit >&3
+            # Leave the shell: /init prints @@GUEST-DONE@@ and powers off.
+            echo exit >&3
         fi
         # A failed case's guest is not going to power off: do not wait out the limit again.
         if [ -z "$result" ]; then wait_exit "$pid" "$limit"; else wait_exit "$pid" 5; fi

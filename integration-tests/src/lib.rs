@@ -12,6 +12,7 @@
 //! the guest's kernel and initramfs ([`GuestAssets`]) and parses what the lab cases print
 //! ([`peer`]); [`hostile`] builds the raw PVH guests and parses what they report.
 
+pub mod features;
 pub mod hostile;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,43 +1,37 @@
 //! The patched Cloud Hypervisor (`patches/cloud-hypervisor/`, built by
-//! `scripts/build-cloud-hypervisor`) in the KVM lab, driven by `ch-remote`: the guest's
-//! view of each configuration (its CPUID dump and its kernel's `kvm-guest:` lines) against
-//! what `vm.info`'s `kvm_pv.effective` says, the KVM leaves at 0x40000100 with
-//! `kvm_hyperv=on`, exactly the listed features with a list, and bad configurations refused
-//! before any guest starts, through the same case script as `lab_features` (`feature-cases.sh`),
-//! with each configuration's HLT exits and steal-time records from `vm.counters` over 3 s of
-//! its idle window. Then (`ch-migrate.sh`) a running guest under a host CPU hog through
-//! pause, snapshot, restore into a second process and live migration into a third: the same
-//! effective PV state, steal time still growing in the host's records and in the guest's own
-//! `/proc/stat`, no kernel warning; and a snapshot edited to claim a feature Cloud Hypervisor
-//! does not back is refused with one error.
+//! `scripts/build-cloud-hypervisor` in its dev profile, about a minute from nothing on two
+//! cores) in the KVM lab, driven by `ch-remote`, through the same case script as
+//! `lab_features` (`feature-cases.sh`; the guest's console through Cloud Hypervisor's serial
+//! socket, which `unix-console` carries in L1):
 //!
-//! Passed in the lab on 2026-12-03 (the view and refusals 128 s, snapshot and migration 69 s).
-//! Building Cloud Hypervisor takes about 15 minutes on two cores the first time, so this
-//! test runs when `PV_CH_LAB=1` is set; otherwise it says loudly that it did not run (in
-//! the list `scripts/test` prints at the end).
+//! - the guest's view of each configuration (its CPUID dump and its kernel's `kvm-guest:`
+//!   lines) against what `vm.info`'s `kvm_pv.effective` says, the KVM leaves at 0x40000100
+//!   with `kvm_hyperv=on`, exactly the listed features with a list;
+//! - bad configurations refused before any guest starts;
+//! - `lab_features`' measured cases with its own checks (`integration_tests::features`):
+//!   HLT exits of an idle guest (none with `dedicated=on`), SEND_IPI hypercalls under the
+//!   multicast-IPI load with PV send-IPI and none without, steal time under overcommit with
+//!   a host CPU hog, flushes requested through the steal-time record with PV TLB flush and
+//!   none without, all read from Cloud Hypervisor's `vm.counters` and the host's tracefs;
+//! - (`ch-migrate.sh`) a running guest under a host CPU hog through pause, snapshot, restore
+//!   into a second process and live migration into a third: the same effective PV state,
+//!   steal time still growing in the host's records and in the guest's own `/proc/stat`, no
+//!   kernel warning; and a snapshot edited to claim a feature Cloud Hypervisor does not back
+//!   is refused with one error.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hypervisor_glue::counters;
+use integration_tests::features::{self, CaseWords, Checks, Work};
 use integration_tests::peer::{
     assert_guest_logs_clean, effective_state, expected_pv_lines, json_names, parse_cases,
 };
-use integration_tests::{ok, repo_root, report_case_retries, report_retry, run_script, script};
+use integration_tests::{ok, repo_root, report_case_retries, run_script, script};
 use integration_tests::{GuestAssets, LabCommand};
-use pv_features::cpuid::{KVM_CPUID_ALT_BASE, KVM_CPUID_BASE};
+use pv_features::cpuid::{KvmFeatures, Rule, KVM_CPUID_ALT_BASE, KVM_CPUID_BASE};
 use serde_json::Value;
-
-/// The growth of `stat`, summed over the vCPUs, between two of Cloud Hypervisor's
-/// vm.counters answers; `None` unless both answers have it for vCPUs 0 and 1.
-fn vcpu_delta(before: &Value, after: &Value, stat: &str) -> Option<u64> {
-    (0..2).try_fold(0u64, |sum, id| {
-        let key = counters::vcpu_key(id);
-        let b = before[&key][stat].as_u64()?;
-        let a = after[&key][stat].as_u64()?;
-        Some(sum + a.saturating_sub(b))
-    })
-}
 
 /// Cases that boot: name, `--cpus`.
 const BOOTED: [(&str, &str); 6] = [
@@ -75,6 +69,58 @@ const REFUSED: [(&str, &str, &str); 4] = [
     ("unknown_key", "boot=2,kvm_pvv=all", "kvm_pvv"),
 ];
 
+/// The features Cloud Hypervisor can offer: what KVM can, and msi_ext_dest_id, which it
+/// implements itself.
+fn offerable() -> KvmFeatures {
+    (KvmFeatures::all() - KvmFeatures::VMM_PROVIDED) | KvmFeatures::MSI_EXT_DEST_ID
+}
+
+/// The measured cases, as `lab_features` has them (name, `--cpus`, hog, workloads), in
+/// groups of one L1 run each: idle windows, the multicast-IPI pair, the overcommit trio.
+fn measured_groups() -> Vec<Vec<CaseWords>> {
+    let without = |gone: KvmFeatures| {
+        format!(
+            "boot=OVER,kvm_pv=[{}]",
+            Rule::without(offerable(), gone).names().join(",")
+        )
+    };
+    let case =
+        |name: &str, cpus: &str, hog: &str, work: &str| [name, cpus, hog, work].map(str::to_owned);
+    vec![
+        vec![
+            case("idle_default", "boot=HOSTCPUS", "0", "idle:3"),
+            case(
+                "idle_dedicated",
+                "boot=HOSTCPUS,dedicated=on",
+                "0",
+                "idle:3",
+            ),
+            case("ipi_on", "boot=OVER", "0", "ipi-mask:3"),
+            case(
+                "ipi_off",
+                &without(KvmFeatures::PV_SEND_IPI),
+                "0",
+                "ipi-mask:3",
+            ),
+        ],
+        vec![
+            case("tlb_on", "boot=OVER", "host", "tlb:4,ebizzy:3"),
+            case(
+                "tlb_off",
+                &without(KvmFeatures::PV_TLB_FLUSH),
+                "host",
+                "tlb:4",
+            ),
+            case(
+                "steal_off",
+                &without(KvmFeatures::STEAL_TIME),
+                "host",
+                "ebizzy:3",
+            ),
+        ],
+    ]
+}
+
 /// `cloud-hypervisor` and `ch-remote` with the series, built (or found in the cache) by
 /// `scripts/build-cloud-hypervisor`.
 fn ch_binaries() -> (PathBuf, PathBuf) {
@@ -85,46 +131,41 @@ fn ch_binaries() -> (PathBuf, PathBuf) {
 
 #[test]
 fn lab_ch_guest_view_and_refusals() {
-    if std::env::var_os("PV_CH_LAB").is_none() {
-        report_retry(
-            "NOT RUN: lab_ch (the patched Cloud Hypervisor in the lab): set PV_CH_LAB=1; it builds Cloud Hypervisor first (about 15 minutes on two cores)",
-        );
-        return;
-    }
     let assets = ok(GuestAssets::prepare());
     let (ch, remote) = ch_binaries();
-    let dir = repo_root().join("integration-tests/lab-cases");
-    let case_script = dir.join("feature-cases.sh");
-    let mut args: Vec<String> = vec![
-        "sh".into(),
-        case_script.display().to_string(),
-        ch.display().to_string(),
-        remote.display().to_string(),
-        assets.kernel.display().to_string(),
-        assets.initramfs.display().to_string(),
-        "150".into(),
-    ];
-    for (name, cpus) in BOOTED {
-        args.extend([name.into(), cpus.into(), "0".into(), "-".into()]);
-    }
-    for (name, cpus, _) in REFUSED {
-        args.extend([name.into(), cpus.into(), "0".into(), "refuse".into()]);
-    }
-    let out = ok(LabCommand::new(args)
-        .file(&ch)
-        .file(&remote)
-        .file(&assets.kernel)
-        .file(&assets.initramfs)
-        .file(&case_script)
-        .file(dir.join("common.sh"))
-        // Cloud Hypervisor's console is a tty by default; the case script uses the serial,
-        // whose input Cloud Hypervisor takes from a terminal only: the guest idles instead
-        // of giving a shell.
-        .env("VMM_ARGS", "--console off")
-        .env("NO_CONSOLE_INPUT", "1")
-        .timeout(Duration::from_secs(1500))
-        .retries(3)
-        .run());
+    let console = PathBuf::from(
+        ok(run_script(
+            &script("build-guest-initramfs"),
+            &["--program", "unix-console"],
+        ))
+        .trim(),
+    );
+    let mut groups: Vec<Vec<CaseWords>> = vec![BOOTED
+        .iter()
+        .map(|(name, cpus)| [*name, *cpus, "0", "-"].map(str::to_owned))
+        .chain(
+            REFUSED
+                .iter()
+                .map(|(name, cpus, _)| [*name, *cpus, "0", "refuse"].map(str::to_owned)),
+        )
+        .collect()];
+    groups.extend(measured_groups());
+    // Cloud Hypervisor's console is a tty by default, and it takes serial input from a
+    // terminal only: the guest's console goes through its serial socket (unix-console in
+    // L1 carries it).
+    let out = features::run_case_groups(
+        &ch,
+        &remote,
+        &assets,
+        &groups,
+        std::slice::from_ref(&console),
+        &[
+            ("VMM_ARGS", "--console off".to_owned()),
+            ("UNIX_CONSOLE", console.display().to_string()),
+        ],
+    );
+    let host = out.host.clone();
+    println!("host: {host}");
     let results = parse_cases(&out.stdout);
     assert_guest_logs_clean(&results);
     report_case_retries(&out.stdout);
@@ -222,47 +263,55 @@ fn lab_ch_guest_view_and_refusals() {
     if effective("halt0")["halt_poll_ns"] != 0 || effective("halt0")["enforce_pv_cpuid"] != false {
         failures.push(format!("halt0: {}", effective("halt0")));
     }
-    // vm.counters over 3 s of the guest's idle window: HLT exits reach KVM unless the
-    // configuration disables them; every vCPU reports its steal-time record.
-    for (name, _) in BOOTED {
-        let c = find(name);
-        let counters = |label: &str| -> Value {
-            c.record("counters", label)
-                .and_then(|t| serde_json::from_str(t).ok())
-                .unwrap_or_default()
-        };
-        let (before, after) = (counters("idle-before"), counters("idle-after"));
-        let halts = vcpu_delta(&before, &after, "halt_exits");
-        let exits = vcpu_delta(&before, &after, "exits");
-        let steal_on = (0..2)
-            .filter(|id| after[counters::vcpu_key(*id)]["steal_time_enabled"] == 1)
-            .count();
-        println!("case {name}: idle 3 s: halt_exits +{halts:?}, exits +{exits:?}, steal time on {steal_on} of 2 vCPUs");
-        let Some(halts) = halts else {
-            failures.push(format!(
-                "{name}: vm.counters has no halt_exits of both vCPUs: {after}"
-            ));
-            continue;
-        };
-        match name {
-            "dedicated" if halts != 0 => {
-                failures.push(format!(
-                    "dedicated: HLT exits disabled, yet halt_exits grew by {halts}"
-                ));
-            }
-            "default" if halts == 0 => {
-                failures.push("default: an idle guest made no HLT exit".to_owned());
-            }
-            _ => {}
-        }
-        let wants_steal = name != "minimal";
-        if wants_steal && steal_on != 2 {
-            failures.push(format!("{name}: steal time not on for both vCPUs: {after}"));
-        }
-        if !wants_steal && steal_on != 0 {
-            failures.push(format!("{name}: steal time on without steal_time: {after}"));
-        }
+    // The measured cases, with lab_features' own checks (integration_tests::features).
+    let mut checks = Checks::default();
+    for c in measured_groups().iter().flatten() {
+        let r = find(&c[0]);
+        checks.check(
+            r.end == Some(Ok(())) && r.stat("vmm_exit") == 0,
+            format!(
+                "{}: did not boot, run its workloads and power off cleanly\n{}",
+                c[0],
+                r.dump()
+            ),
+        );
     }
+    // HLT exits: an idle guest makes them, unless dedicated=on disabled them.
+    let idle = |name: &str| Work::of(find(name), "idle");
+    let (d, ded) = (idle("idle_default"), idle("idle_dedicated"));
+    checks.check(
+        d.delta("halt_exits") > 0,
+        format!(
+            "idle default guest: halt_exits grew {}",
+            d.delta("halt_exits")
+        ),
+    );
+    let ded_exits = json_names(&effective("idle_dedicated")["disable_exits"], |n| {
+        Some(n.to_owned())
+    });
+    if ded_exits.iter().any(|e| e == "hlt") {
+        checks.check(
+            ded.delta("halt_exits") == 0,
+            format!(
+                "dedicated: HLT exits disabled, yet idle halt_exits grew {}",
+                ded.delta("halt_exits")
+            ),
+        );
+    } else {
+        println!("NOT EXERCISED: this host refuses to disable HLT exits ({ded_exits:?})");
+    }
+    for (name, w) in [("idle_default", &d), ("idle_dedicated", &ded)] {
+        let _ = writeln!(
+            checks.table,
+            "{name:<22} idle 3 s: halt_exits +{}, exits +{}",
+            w.delta("halt_exits"),
+            w.delta("exits")
+        );
+    }
+    features::check_send_ipi(&find, &mut checks);
+    features::check_steal_and_tlb(&find, host.contains("tracefs=yes"), &mut checks);
+    println!("\n{}", checks.table);
+    failures.extend(checks.failures);
     for (name, cpus, words) in REFUSED {
         let c = find(name);
         let log = c.vmm_log.join("\n");
@@ -310,12 +359,6 @@ fn steal_ns(counters: &Value) -> Vec<Option<u64>> {
 
 #[test]
 fn lab_ch_snapshot_restore_and_migration() {
-    if std::env::var_os("PV_CH_LAB").is_none() {
-        report_retry(
-            "NOT RUN: lab_ch snapshot/restore/migration (the patched Cloud Hypervisor in the lab): set PV_CH_LAB=1",
-        );
-        return;
-    }
     let assets = ok(GuestAssets::prepare());
     let (ch, remote) = ch_binaries();
     let dir = repo_root().join("integration-tests/lab-cases");

@@ -13,16 +13,15 @@
 //!
 //! Figures printed here are from an emulated L1 in the lab: compare them within one run.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
+use integration_tests::features::{
+    self, json, parse_nrs, CaseWords, Checks, Work, ICR_LOCAL_TIMER,
+};
 use integration_tests::peer::{
     effective_state, expected_pv_lines, json_names as names, parse_cases, CaseResult,
 };
-use integration_tests::{
-    ok, repo_root, report_case_retries, vmm_binaries, GuestAssets, LabCommand,
-};
+use integration_tests::{ok, report_case_retries, vmm_binaries, GuestAssets};
 use pv_features::cpuid::{KvmFeatures, KvmHints, Rule};
 use serde_json::Value;
 
@@ -163,166 +162,15 @@ fn measured_cases() -> Vec<Case> {
     ]
 }
 
-/// A JSON record of a case (vm.info, vm.counters), or a failure naming it.
-fn json(c: &CaseResult, kind: &str, label: &str) -> Value {
-    let text = c
-        .record(kind, label)
-        .unwrap_or_else(|| panic!("case {}: no {kind} {label} record\n{}", c.name, c.dump()));
-    serde_json::from_str(text)
-        .unwrap_or_else(|e| panic!("case {}: {kind} {label} is not JSON ({e}): {text}", c.name))
-}
-
 /// What vm.info says the VM runs with: KVM leaves present, features, hints.
 fn effective(info: &Value) -> (bool, KvmFeatures, KvmHints) {
     effective_state(&info["pv"]["effective"])
-}
-
-/// One workload's figures: its own result line, and the growth of the counters around it.
-struct Work {
-    ops: u64,
-    per_s: f64,
-    before: Value,
-    after: Value,
-    /// The guest's aggregate steal time (USER_HZ ticks) during the workload.
-    guest_steal: u64,
-    /// Flushes the guest requested through the steal-time record (tracefs), if counted.
-    flush_requested: Option<u64>,
-    /// Hypercalls by number (tracefs), if counted without losing events.
-    hypercall_nrs: Option<BTreeMap<u64, u64>>,
-    /// SEND_IPI hypercalls by ICR (delivery mode and vector), likewise.
-    send_ipi_icr: Option<BTreeMap<u64, u64>>,
-    /// x2APIC ICR writes (one exit each) by vector, likewise.
-    icr_writes: Option<BTreeMap<u64, u64>>,
-}
-
-impl Work {
-    fn of(c: &CaseResult, kind: &str) -> Work {
-        let line = c
-            .guest_marker(&format!("WORK kind={kind} "))
-            .unwrap_or_else(|| {
-                panic!("case {}: no result of pv-load {kind}\n{}", c.name, c.dump())
-            });
-        let field = |key: &str| {
-            line.split(' ')
-                .find_map(|w| w.strip_prefix(key))
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let gstat = |when: &str| -> u64 {
-            let text = c
-                .guest_markers(&format!("GSTAT {kind} {when} "))
-                .first()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| panic!("case {}: no /proc/stat {when} {kind}", c.name));
-            // "cpu  user nice system idle iowait irq softirq steal guest guest_nice"
-            text.split_whitespace()
-                .nth(8)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("case {}: bad /proc/stat line `{text}`", c.name))
-        };
-        Work {
-            ops: field("ops=").parse().unwrap_or(0),
-            per_s: field("per_s=").parse().unwrap_or(0.0),
-            before: json(c, "counters", &format!("{kind}-before")),
-            after: json(c, "counters", &format!("{kind}-after")),
-            guest_steal: gstat("after").saturating_sub(gstat("before")),
-            flush_requested: c
-                .record("pv_tlb_flush_requested", kind)
-                .and_then(|v| v.trim().parse().ok()),
-            hypercall_nrs: c.record("hypercall_nrs", kind).and_then(parse_nrs),
-            send_ipi_icr: c.record("send_ipi_icr", kind).and_then(parse_nrs),
-            icr_writes: c.record("icr_writes", kind).and_then(parse_nrs),
-        }
-    }
-
-    /// Hypercalls of this number during the workload (tracefs), if counted.
-    fn hypercalls(&self, nr: u64) -> Option<u64> {
-        self.hypercall_nrs
-            .as_ref()
-            .map(|m| m.get(&nr).copied().unwrap_or(0))
-    }
-
-    /// Growth of a KVM statistic summed over the vCPUs.
-    fn delta(&self, stat: &str) -> u64 {
-        vcpu_sum(&self.after, stat).saturating_sub(vcpu_sum(&self.before, stat))
-    }
-
-    /// Growth of each vCPU's steal time (ns) in its steal-time record; None where the
-    /// record was not readable.
-    fn steal_ns(&self) -> Vec<Option<u64>> {
-        let of = |v: &Value| -> Vec<Option<u64>> {
-            v["vcpus"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|c| c["steal_time"]["record"]["steal_ns"].as_u64())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        of(&self.before)
-            .into_iter()
-            .zip(of(&self.after))
-            .map(|(b, a)| Some(a?.saturating_sub(b?)))
-            .collect()
-    }
-
-    fn per_op(&self, stat: &str) -> f64 {
-        self.delta(stat) as f64 / self.ops.max(1) as f64
-    }
-}
-
-/// `0xa:914 0xb:257 overrun:0` into {10: 914, 11: 257}; None if the trace lost events.
-fn parse_nrs(text: &str) -> Option<BTreeMap<u64, u64>> {
-    let mut map = BTreeMap::new();
-    for word in text.split_whitespace() {
-        let (key, count) = word.split_once(':')?;
-        let count: u64 = count.parse().ok()?;
-        if key == "overrun" {
-            if count > 0 {
-                return None;
-            }
-            continue;
-        }
-        map.insert(
-            u64::from_str_radix(key.trim_start_matches("0x"), 16).ok()?,
-            count,
-        );
-    }
-    Some(map)
-}
-
-/// KVM's hypercall numbers (include/uapi/linux/kvm_para.h).
-const KVM_HC_KICK_CPU: u64 = 5;
-const KVM_HC_SEND_IPI: u64 = 10;
-const KVM_HC_SCHED_YIELD: u64 = 11;
-/// The ICR of a fixed-delivery IPI on Linux's CALL_FUNCTION_VECTOR (smp_call_function_many:
-/// what an expedited membarrier sends).
-const ICR_CALL_FUNCTION: u64 = 0xfc;
-/// The ICR of a fixed-delivery IPI on Linux's LOCAL_TIMER_VECTOR: a tick-broadcast IPI,
-/// which a guest with a TSC-deadline local APIC timer never sends.
-const ICR_LOCAL_TIMER: u64 = 0xec;
-
-fn vcpu_sum(counters: &Value, name: &str) -> u64 {
-    counters["vcpus"]
-        .as_array()
-        .map(|v| v.iter().filter_map(|c| c["stats"][name].as_u64()).sum())
-        .unwrap_or(0)
-}
-
-/// What the groups' lab runs printed, one after the other.
-struct Joined {
-    stdout: String,
-    stderr: String,
-    mode: Option<integration_tests::LabMode>,
 }
 
 #[test]
 fn lab_features_guest_view_and_host_counters() {
     let assets = ok(GuestAssets::prepare());
     let (vmm, remote) = vmm_binaries();
-    let dir = repo_root().join("integration-tests/lab-cases");
-    let script = dir.join("feature-cases.sh");
     let views = view_cases();
     let measured = measured_cases();
     // The cases, in groups of one L1 run each: a crashed L1 (the lab loses one every few
@@ -336,7 +184,7 @@ fn lab_features_guest_view_and_host_counters() {
             c.work.to_owned(),
         ]
     };
-    let mut groups: Vec<Vec<[String; 4]>> = views
+    let mut groups: Vec<Vec<CaseWords>> = views
         .chunks(8)
         .map(|g| g.iter().map(words).collect())
         .collect();
@@ -371,57 +219,8 @@ fn lab_features_guest_view_and_host_counters() {
         views.len() + REFUSED.len() + measured.len(),
         "every case is in a group"
     );
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    let mut mode = None;
-    for group in &groups {
-        let mut args: Vec<String> = vec![
-            "sh".into(),
-            script.display().to_string(),
-            vmm.display().to_string(),
-            remote.display().to_string(),
-            assets.kernel.display().to_string(),
-            assets.initramfs.display().to_string(),
-            "150".into(),
-        ];
-        for case in group {
-            args.extend(case.iter().cloned());
-        }
-        let out = ok(LabCommand::new(args)
-            .file(&vmm)
-            .file(&remote)
-            .file(&assets.kernel)
-            .file(&assets.initramfs)
-            .file(&script)
-            .file(dir.join("common.sh"))
-            // A group took up to 5 minutes in the lab on 2026-12-03; room for stalled
-            // cases that run again.
-            .timeout(Duration::from_secs(900))
-            .retries(4)
-            .run());
-        if let Some(t) = &out.timing {
-            println!(
-                "lab: {} cases, L1 boot {:.1} s, whole run {:.1} s",
-                group.len(),
-                t.l1_boot_s.unwrap_or(f64::NAN),
-                t.total_s
-            );
-        }
-        mode.get_or_insert(out.mode);
-        stdout.push_str(&out.stdout);
-        stderr.push_str(&out.stderr);
-    }
-    let out = Joined {
-        stdout,
-        stderr,
-        mode,
-    };
-    let host = out
-        .stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("@@HOST ")?.strip_suffix("@@"))
-        .unwrap_or_else(|| panic!("no @@HOST line\n{}\n{}", out.stdout, out.stderr))
-        .to_owned();
+    let out = features::run_case_groups(&vmm, &remote, &assets, &groups, &[], &[]);
+    let host = out.host.clone();
     println!("host: {host} (mode {:?})", out.mode);
     let results = parse_cases(&out.stdout);
     integration_tests::peer::assert_guest_logs_clean(&results);
@@ -433,18 +232,12 @@ fn lab_features_guest_view_and_host_counters() {
             .find(|c| c.name == name)
             .unwrap_or_else(|| panic!("case {name} missing\n{}\n{}", out.stdout, out.stderr))
     };
-    let mut table = String::new();
-    let mut failures = Vec::new();
-    let mut check = |ok: bool, what: String| {
-        if !ok {
-            failures.push(what);
-        }
-    };
+    let mut checks = Checks::default();
 
     // Every booted case came up, answered, ran its workloads and powered off: status 0.
     for c in views.iter().chain(&measured) {
         let r = find(&c.name);
-        check(
+        checks.check(
             r.end == Some(Ok(())) && r.stats.get("vmm_exit") == Some(&0),
             format!("did not boot and power off cleanly: {}", r.dump()),
         );
@@ -459,12 +252,12 @@ fn lab_features_guest_view_and_host_counters() {
             .guest_kvm_cpuid()
             .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
         match guest {
-            None => check(
+            None => checks.check(
                 !leaves,
                 format!("{}: vm.info has KVM leaves, the guest found none", c.name),
             ),
             Some((base, gf, gh)) => {
-                check(
+                checks.check(
                     leaves && base == 0x4000_0000 && gf == features && gh == hints,
                     format!(
                         "{}: guest CPUID base {base:#x} features {:#x} hints {:#x}, vm.info \
@@ -480,12 +273,12 @@ fn lab_features_guest_view_and_host_counters() {
         }
         let want = expected_pv_lines(leaves, features, hints, 2);
         let got = r.pv_guest_lines();
-        check(
+        checks.check(
             want == got,
             format!("{}: guest lines {got:?}, expected {want:?}", c.name),
         );
         let _ = writeln!(
-            table,
+            checks.table,
             "{:<22} guest CPUID {:<10} lines {}",
             c.name,
             guest.map_or("none".to_owned(), |(_, f, _)| format!("{:#x}", f.bits())),
@@ -497,7 +290,7 @@ fn lab_features_guest_view_and_host_counters() {
     for (name, cpus, word) in REFUSED {
         let r = find(name);
         let last = r.vmm_log.last().map(String::as_str).unwrap_or_default();
-        check(
+        checks.check(
             r.stats.get("vmm_exit") == Some(&1)
                 && last.starts_with("pv-vmm: error: ")
                 && last.contains(word)
@@ -507,7 +300,7 @@ fn lab_features_guest_view_and_host_counters() {
                 r.dump()
             ),
         );
-        let _ = writeln!(table, "{name:<22} refused: {last}");
+        let _ = writeln!(checks.table, "{name:<22} refused: {last}");
     }
 
     // 2. dedicated=on and disable_exits=[hlt]: realtime hint only with dedicated, no
@@ -528,7 +321,7 @@ fn lab_features_guest_view_and_host_counters() {
         .into_iter()
         .filter(|e| !allowed.iter().any(|a| a == e))
         .collect();
-    check(
+    checks.check(
         disabled == allowed,
         format!("dedicated disables {disabled:?}, the host allows {allowed:?}"),
     );
@@ -536,7 +329,7 @@ fn lab_features_guest_view_and_host_counters() {
     if refused.is_empty() {
         println!("dedicated: this host allows disabling every exit; none refused");
     } else {
-        check(
+        checks.check(
             refused.iter().all(|e| notes.contains(e)),
             format!("dedicated: refused exits {refused:?} not reported in vm.info notes {notes}"),
         );
@@ -556,7 +349,7 @@ fn lab_features_guest_view_and_host_counters() {
             .flatten()
             .unwrap_or_else(|| panic!("{name}: no KVM leaves\n{}", case.dump()));
         let want_rt = name == "idle_dedicated";
-        check(
+        checks.check(
             f.contains(KvmFeatures::PV_UNHALT) != hlt_off
                 && h.contains(KvmHints::REALTIME) == want_rt,
             format!(
@@ -566,7 +359,7 @@ fn lab_features_guest_view_and_host_counters() {
             ),
         );
     }
-    check(
+    checks.check(
         d.delta("halt_exits") > 0,
         format!(
             "idle default guest: halt_exits grew {}",
@@ -574,7 +367,7 @@ fn lab_features_guest_view_and_host_counters() {
         ),
     );
     if allowed.iter().any(|a| a == "hlt") {
-        check(
+        checks.check(
             ded.delta("halt_exits") == 0 && nohlt.delta("halt_exits") == 0,
             format!(
                 "HLT exits disabled, yet idle halt_exits grew: dedicated {}, disable_exits=[hlt] {}",
@@ -589,7 +382,7 @@ fn lab_features_guest_view_and_host_counters() {
         ("idle_nohlt", &nohlt),
     ] {
         let _ = writeln!(
-            table,
+            checks.table,
             "{name:<22} idle 3 s: halt_exits +{}, exits +{}",
             w.delta("halt_exits"),
             w.delta("exits")
@@ -608,7 +401,7 @@ fn lab_features_guest_view_and_host_counters() {
     let reached = vmm_hypercalls(&vmcall.after)
         .zip(vmm_hypercalls(&vmcall.before))
         .map(|(a, b)| a.saturating_sub(b));
-    check(
+    checks.check(
         line.contains(" rax=-1") && reached == Some(0) && vmcall.delta("hypercalls") >= 1,
         format!(
             "user-space VMCALL: `{line}`, hypercall exits that reached pv-vmm {reached:?}, KVM \
@@ -617,7 +410,7 @@ fn lab_features_guest_view_and_host_counters() {
         ),
     );
     let _ = writeln!(
-        table,
+        checks.table,
         "{:<22} user-space {}: KVM hypercalls +{}, reached pv-vmm {reached:?}",
         "vmcall",
         line.split(' ')
@@ -627,123 +420,9 @@ fn lab_features_guest_view_and_host_counters() {
         vmcall.delta("hypercalls")
     );
 
-    // 3. PV send-IPI: with it every CALL_FUNCTION multicast to a subset goes out as one
-    // SEND_IPI hypercall and none as per-destination x2APIC ICR writes; without it, the
-    // reverse.
-    // Not every membarrier call becomes a two-target multicast: membarrier interrupts only
-    // the CPUs currently running the process, and smp_call_function_many() interrupts only
-    // the targets whose call queue was empty (a target vCPU preempted in L1 may still hold
-    // an earlier CALL_FUNCTION_SINGLE, e.g. a remote wake-up); a one-target call goes out as
-    // CALL_FUNCTION_SINGLE by ICR write, with or without the feature. Under the lab's
-    // overcommit that was 0-23% of the calls (296 SEND_IPIs for 384 calls in the worst run
-    // seen), so usage is checked as "most calls" and bypass as "none". tracefs counts
-    // SEND_IPI hypercalls by ICR and ICR writes by vector; without it, hypercalls minus PV
-    // sched yields (directed_yield_attempted) stand in, as a lower bound only (it includes
-    // every other PV IPI and KICK_CPU).
-    let ipi = |name: &str| Work::of(find(name), "ipi-mask");
-    let (on, off) = (ipi("ipi_on"), ipi("ipi_off"));
-    let by_hypercall = |w: &Work| match &w.send_ipi_icr {
-        Some(icr) => icr.get(&ICR_CALL_FUNCTION).copied().unwrap_or(0),
-        None => w
-            .delta("hypercalls")
-            .saturating_sub(w.delta("directed_yield_attempted")),
-    };
-    let by_icr_write = |w: &Work| {
-        w.icr_writes
-            .as_ref()
-            .map(|v| v.get(&ICR_CALL_FUNCTION).copied().unwrap_or(0))
-    };
-    for (name, w) in [("ipi_on", &on), ("ipi_off", &off)] {
-        let _ = writeln!(
-            table,
-            "{name:<22} membarrier x{} ({:.0}/s): CALL_FUNCTION SEND_IPI/call {:.2}, by ICR \
-             write/call {:.2}, exits/call {:.2}, hypercalls by nr {:?}, SEND_IPI by ICR {:?}",
-            w.ops,
-            w.per_s,
-            by_hypercall(w) as f64 / w.ops.max(1) as f64,
-            by_icr_write(w).unwrap_or(0) as f64 / w.ops.max(1) as f64,
-            w.per_op("exits"),
-            w.hypercall_nrs,
-            w.send_ipi_icr
-        );
-    }
-    let traced = on.send_ipi_icr.is_some()
-        && off.send_ipi_icr.is_some()
-        && on.icr_writes.is_some()
-        && off.icr_writes.is_some();
-    if !traced {
-        println!("NOT EXERCISED: SEND_IPI by ICR and ICR writes by vector (no tracefs, or the trace lost events): lower bound only");
-    }
-    check(
-        on.ops > 0 && off.ops > 0,
-        format!("membarrier calls: on {}, off {}", on.ops, off.ops),
-    );
-    check(
-        by_hypercall(&on) * 2 >= on.ops
-            && (!traced || by_hypercall(&on) as f64 <= 1.5 * on.ops as f64 + 50.0),
-        format!(
-            "PV send-IPI on: {} CALL_FUNCTION SEND_IPI hypercalls for {} membarrier calls \
-             (want at least half, at most 1.5x + 50)",
-            by_hypercall(&on),
-            on.ops
-        ),
-    );
-    if traced {
-        // With the feature only an all-but-self multicast still goes by ICR write, as one
-        // shorthand write (Linux keeps the APIC's send_IPI_allbutself): the guest's own
-        // all-CPU calls, a handful in the window (1 in a CI run), never per destination.
-        check(
-            by_icr_write(&on).is_some_and(|n| n as f64 <= 0.1 * on.ops as f64 + 5.0),
-            format!(
-                "PV send-IPI on: {:?} CALL_FUNCTION IPIs by x2APIC ICR write for {} membarrier \
-                 calls (want about 0, at most 0.1 per call + 5: multicasts go by hypercall)",
-                by_icr_write(&on),
-                on.ops
-            ),
-        );
-        check(
-            by_icr_write(&off).unwrap_or(0) >= off.ops,
-            format!(
-                "PV send-IPI off: {:?} CALL_FUNCTION IPIs by x2APIC ICR write for {} \
-                 membarrier calls (want at least one per call: two targets each, most calls)",
-                by_icr_write(&off),
-                off.ops
-            ),
-        );
-    }
-    check(
-        off.hypercalls(KVM_HC_SEND_IPI).unwrap_or(0) == 0
-            && by_hypercall(&off) as f64 <= 0.1 * off.ops as f64 + 50.0,
-        format!(
-            "PV send-IPI off: {:?} SEND_IPI hypercalls for {} membarrier calls",
-            off.hypercalls(KVM_HC_SEND_IPI),
-            off.ops
-        ),
-    );
-    // The exits that sending the multicasts cost, per membarrier call: a SEND_IPI
-    // hypercall each with the feature; one x2APIC ICR write per destination without it.
-    // (The VM's whole exit count per call is dominated by the overcommitted vCPUs' other
-    // exits, so it is printed, not asserted.)
-    let send_exits = |w: &Work| -> Option<f64> {
-        let hc = w.send_ipi_icr.as_ref()?.get(&ICR_CALL_FUNCTION).copied();
-        Some((hc.unwrap_or(0) + by_icr_write(w)?) as f64 / w.ops.max(1) as f64)
-    };
-    match (send_exits(&on), send_exits(&off)) {
-        (Some(e_on), Some(e_off)) => {
-            let _ = writeln!(
-                table,
-                "{:<22} exits to send one multicast: PV send-IPI on {e_on:.2}, off {e_off:.2}",
-                "ipi"
-            );
-            check(
-                e_on <= 1.2 && e_off > e_on,
-                format!("exits per multicast send: on {e_on:.2} (want <= 1.2), off {e_off:.2}"),
-            );
-        }
-        _ => println!(
-            "NOT EXERCISED: exits per multicast send (no tracefs kvm_msr/kvm_hypercall, or lost events)"
-        ),
-    }
+    // 3. PV send-IPI (integration_tests::features).
+    features::check_send_ipi(&find, &mut checks);
+
     // No timer-broadcast IPIs in any traced workload of a guest on TSC-deadline timers:
     // it has no broadcast device. (Before pv-vmm advertised the TSC-deadline timer the PIT
     // was one and the idle 4-vCPU guest alone sent ~1,000 of these in 3 s.) In the lab the
@@ -766,7 +445,7 @@ fn lab_features_guest_view_and_host_counters() {
                 Some(by_icr) => {
                     timer_checked += 1;
                     let n = by_icr.get(&ICR_LOCAL_TIMER).copied().unwrap_or(0);
-                    check(
+                    checks.check(
                         n == 0,
                         format!(
                             "{} ({}): {n} timer-broadcast IPIs by {} (want 0)",
@@ -782,7 +461,7 @@ fn lab_features_guest_view_and_host_counters() {
         }
     }
     let _ = writeln!(
-        table,
+        checks.table,
         "{:<22} timer-broadcast IPIs (vector 0xec): 0 expected in {timer_checked} traced windows",
         "timer"
     );
@@ -795,103 +474,15 @@ fn lab_features_guest_view_and_host_counters() {
         println!("NOT EXERCISED: timer-broadcast IPIs (no tracefs)");
     }
 
-    // 4. Steal time under overcommit with a host hog: the guest sees it, every vCPU's
-    // record grows, KVM reports preemptions; with steal_time off the guest sees none.
-    let tlb_on_case = find("tlb_on");
-    let busy = Work::of(tlb_on_case, "ebizzy");
-    let steal = busy.steal_ns();
-    check(
-        busy.guest_steal > 0,
-        "guest /proc/stat steal did not grow under overcommit + hog".to_owned(),
-    );
-    check(
-        !steal.is_empty() && steal.iter().all(|s| s.is_some_and(|n| n > 0)),
-        format!("vm.counters steal time per vCPU: {steal:?}"),
-    );
-    check(
-        busy.delta("preemption_reported") > 0,
-        "preemption_reported did not grow".to_owned(),
-    );
-    let nosteal = Work::of(find("steal_off"), "ebizzy");
-    let states: Vec<String> = nosteal.after["vcpus"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|c| c["steal_time"]["state"].as_str().unwrap_or("?").to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    check(
-        nosteal.guest_steal == 0
-            && !states.is_empty()
-            && states.iter().all(|s| s == "not_advertised"),
-        format!(
-            "steal_time off: guest steal +{}, records {states:?}",
-            nosteal.guest_steal
-        ),
-    );
-    for (name, w) in [("tlb_on ebizzy", &busy), ("steal_off ebizzy", &nosteal)] {
-        let _ = writeln!(
-            table,
-            "{name:<22} guest steal +{} ticks, vCPU steal ms {:?}, preemption_reported +{}",
-            w.guest_steal,
-            w.steal_ns()
-                .iter()
-                .map(|s| s.map(|n| n / 1_000_000))
-                .collect::<Vec<_>>(),
-            w.delta("preemption_reported")
-        );
-    }
+    // 4. Steal time and 5. PV TLB flush under overcommit (integration_tests::features).
+    features::check_steal_and_tlb(&find, host.contains("tracefs=yes"), &mut checks);
 
-    // 5. PV TLB flush under the same overcommit: flushes requested through the steal-time
-    // record with it, none without.
-    let tlb_on = Work::of(tlb_on_case, "tlb");
-    let tlb_off = Work::of(find("tlb_off"), "tlb");
-    for (name, w) in [("tlb_on", &tlb_on), ("tlb_off", &tlb_off)] {
-        let _ = writeln!(
-            table,
-            "{name:<22} munmap x{} ({:.0}/s): flushes via steal-time record {}, tlb_flush/op \
-             {:.2}, exits/op {:.2}, SEND_IPI {:?} KICK_CPU {:?} SCHED_YIELD {:?}",
-            w.ops,
-            w.per_s,
-            w.flush_requested
-                .map_or("not counted (no tracefs)".to_owned(), |n| n.to_string()),
-            w.per_op("tlb_flush"),
-            w.per_op("exits"),
-            w.hypercalls(KVM_HC_SEND_IPI),
-            w.hypercalls(KVM_HC_KICK_CPU),
-            w.hypercalls(KVM_HC_SCHED_YIELD)
-        );
-    }
-    check(
-        tlb_on.ops > 0 && tlb_off.ops > 0,
-        format!("unmaps: on {}, off {}", tlb_on.ops, tlb_off.ops),
-    );
-    if host.contains("tracefs=yes") {
-        check(
-            tlb_on.flush_requested.is_some_and(|n| n > 0),
-            format!(
-                "PV TLB flush on: {:?} flushes requested through the steal-time record",
-                tlb_on.flush_requested
-            ),
-        );
-        check(
-            tlb_off.flush_requested == Some(0),
-            format!(
-                "PV TLB flush off: {:?} flushes requested through the steal-time record",
-                tlb_off.flush_requested
-            ),
-        );
-    } else {
-        println!("NOT EXERCISED: this host has no tracefs kvm_pv_tlb_flush event; the PV TLB flush requests were not counted");
-    }
-
-    println!("\n{table}");
+    println!("\n{}", checks.table);
     assert!(
-        failures.is_empty(),
+        checks.failures.is_empty(),
         "{} failed:\n{}",
-        failures.len(),
-        failures.join("\n")
+        checks.failures.len(),
+        checks.failures.join("\n")
     );
 }
 
@@ -917,16 +508,4 @@ fn every_case_that_should_boot_asks_for_a_list_pv_vmm_takes() {
             }
         }
     }
-}
-
-#[test]
-fn hypercall_counts_parse() {
-    let m = parse_nrs("0xa:914 0xb:257 overrun:0").expect("counts");
-    assert_eq!(m.get(&KVM_HC_SEND_IPI), Some(&914));
-    assert_eq!(m.get(&KVM_HC_SCHED_YIELD), Some(&257));
-    assert_eq!(m.get(&KVM_HC_KICK_CPU), None);
-    assert_eq!(parse_nrs("overrun:0"), Some(BTreeMap::new()));
-    assert_eq!(parse_nrs("0xa:914 overrun:3"), None, "lost events");
-    assert_eq!(parse_nrs("0xa:x overrun:0"), None);
-    assert_eq!(parse_nrs("zz:1 overrun:0"), None);
 }
