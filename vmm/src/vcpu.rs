@@ -9,7 +9,7 @@
 //! Steal-time MSR: KVM handles the guest's write of `MSR_KVM_STEAL_TIME` in the kernel, so
 //! the VMM never sees it. The value is read with `KVM_GET_MSRS` by the vCPU's own thread
 //! (vCPU ioctls belong to the thread that runs the vCPU) through the vCPU's
-//! [`MsrSlot`](hypervisor_glue::counters::MsrSlot): the VMM asks and kicks; the thread
+//! [`MsrSlot`]: the VMM asks and kicks; the thread
 //! answers at its next loop turn (or while parked).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
