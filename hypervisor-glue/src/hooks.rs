@@ -286,16 +286,16 @@ pub fn handle_hypercall(
 
 /// The PV MSRs to save for a vCPU advertising `features`, in restore order.
 ///
-/// **Cloud Hypervisor:** `vmm/src/cpu.rs`, where the `CpuManager` snapshot saves each
-/// vCPU's state: add these to the MSR list the vCPU state is read with.
+/// **Cloud Hypervisor** needs none of the MSR hooks: its vCPU state (`vcpu.state()`, in
+/// `vmm/src/cpu.rs`) already holds every MSR of KVM's index list, these among them, and
+/// restores them after the saved CPUID. A VMM that saves a fixed MSR list adds these.
 pub fn msrs_to_save(features: KvmFeatures) -> Vec<u32> {
     save_restore_list(features)
 }
 
 /// Reads the PV MSRs of a vCPU advertising `features` (see [`msrs_to_save`]).
 ///
-/// **Cloud Hypervisor:** `vmm/src/cpu.rs`, the vCPU snapshot (`Vcpu::snapshot` saving
-/// `vcpu.state()`), with the vCPU paused.
+/// Call it with the vCPU paused (see [`msrs_to_save`] for Cloud Hypervisor).
 pub fn save_msrs(
     vcpu: &VcpuFd,
     id: u64,
@@ -331,9 +331,9 @@ pub fn save_msrs(
 /// before touching KVM, MSRs of features the vCPU does not advertise and duplicates; MSRs
 /// that are not PV MSRs are left to the caller.
 ///
-/// **Cloud Hypervisor:** `vmm/src/cpu.rs`, the vCPU restore (`vcpu.set_state()`): after
-/// [`configure_vcpu_cpuid`] on that vCPU, because with enforcement on KVM refuses the MSRs
-/// of features the CPUID does not advertise.
+/// Call it after [`configure_vcpu_cpuid`] on that vCPU: with enforcement on, KVM refuses
+/// the MSRs of features the CPUID does not advertise (see [`msrs_to_save`] for Cloud
+/// Hypervisor).
 pub fn restore_msrs(
     vcpu: &VcpuFd,
     id: u64,
@@ -371,8 +371,9 @@ fn check_done(op: &'static str, vcpu: u64, msrs: &Msrs, done: usize) -> Result<(
 /// (its CPUID cannot change under it), and returns that state for [`vm_created`]. The saved
 /// state is used as is, not resolved again.
 ///
-/// **Cloud Hypervisor:** `vmm/src/lib.rs`, `vm_restore`, before the VM is created from the
-/// snapshot (`Vm::new` with the snapshot's config).
+/// **Cloud Hypervisor:** `vmm/src/kvm_pv.rs`, `KvmPv::new`, which `CpuManager::new` calls
+/// with the state its snapshot kept (`KvmPvSnapshot`) when a VM is restored or received by
+/// migration, before the first vCPU.
 pub fn check_restore(
     saved: &EffectivePv,
     host: &HostPv,
