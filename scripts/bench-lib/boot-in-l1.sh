@@ -51,6 +51,13 @@ one() {
     echo "@@LOG $vmm $i END@@"
 }
 
+# BOOT_CH / BOOT_CH_UPSTREAM (environment): the patched Cloud Hypervisor and the same
+# commit unpatched, booted in the same rounds.
+ch_boot() {
+    one "$1" "$i" "$2" --kernel "$kernel" --initramfs "$initrd" --cpus boot=2 \
+        --memory size=512M --serial tty --console off --cmdline "$cmdline"
+}
+
 i=1
 while [ "$i" -le "$runs" ]; do
     one pv-vmm "$i" "$pvvmm" --kernel "$kernel" --initramfs "$initrd" --cpus boot=2 \
@@ -58,6 +65,8 @@ while [ "$i" -le "$runs" ]; do
     one qemu "$i" "$qemu" -nodefaults -no-user-config -enable-kvm -cpu host -smp 2 -m 512M \
         -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
         -nographic -serial stdio -monitor none -no-reboot
+    [ -n "${BOOT_CH:-}" ] && ch_boot ch "$BOOT_CH"
+    [ -n "${BOOT_CH_UPSTREAM:-}" ] && ch_boot ch-upstream "$BOOT_CH_UPSTREAM"
     i=$((i + 1))
 done
 rm -rf "$work"
