@@ -47,6 +47,10 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ("scripts/bench", LAB),
     ("scripts/bench --quick", LAB),
     ("scripts/bench-boot", LAB),
+    (
+        "scripts/bench-boot --ch",
+        &["busybox-static", "cpio", "git", "qemu-system-x86"],
+    ),
     ("scripts/lab/prepare", LAB),
     ("scripts/lab/run -- true", LAB),
     ("scripts/lab/stress", LAB),
