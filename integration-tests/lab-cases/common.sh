@@ -74,8 +74,11 @@ hog_stop() {
 TRIPLE_FAULT='triple-faulted'
 
 # What a case prints when its guest triple-faulted (pv-vmm's error) or reset (QEMU with
-# -no-reboot -no-shutdown stops the VM; qemu-peer.sh tells it by its exit count).
-LAB_FAULT="$TRIPLE_FAULT"'\|the guest reset before it was up\|the guest reset after it was up'
+# -no-reboot -no-shutdown stops the VM; qemu-peer.sh tells it by its exit count), or when
+# the guest's kernel reported an RCU stall: one of its vCPUs stopped running, as when L1
+# wedges a vCPU thread (seen on 2026-12-03 in one of about 60 Cloud Hypervisor guests of
+# the day, CPU 1 silent from its last serial echo on, L1's console quiet).
+LAB_FAULT="$TRIPLE_FAULT"'\|the guest reset before it was up\|the guest reset after it was up\|rcu: INFO: rcu_[a-z]* detected stalls'
 
 # fail_on_triple_fault ERR: when pv-vmm's stderr ERR says the guest triple-faulted and the
 # case has no result yet, makes that its result (retry_lab_fault then runs it once more).
@@ -89,8 +92,8 @@ fail_on_triple_fault() {
 # its whole output on stdout) and runs it again when the lab took its guest away:
 #  - the guest never came up (no 'L2| ...@@GUEST-UP') and it triple-faulted, reset, or
 #    stalled (the case failed);
-#  - or the case failed and its guest triple-faulted or reset after it was up (a case that
-#    expects the fault, and so passes, is not run again).
+#  - or the case failed and its guest triple-faulted, reset or reported an RCU stall after
+#    it was up (a case that expects the fault, or passes anyway, is not run again).
 # In the lab such faults come in pv-vmm's and QEMU's guests alike, before and after they
 # are up, at random cases and configurations: on 2026-11-26, alternating 3 pv-vmm and 3
 # QEMU VMs (4 vCPUs each, 25 s of pv-load tlb-sleep) lost 2 of 24 pv-vmm guests and 1 of

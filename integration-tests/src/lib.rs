@@ -1168,8 +1168,24 @@ L2| @@GSTAT ipi after cpu 3 4@@
                 true,
                 "reset after it was up",
             ),
+            (
+                format!(
+                    "{up}\nL2| [   28.54] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n\
+                     @@CASE c END fail pv-vmm still running after 150s@@"
+                ),
+                true,
+                "detected stalls",
+            ),
             // A guest that was up and then faulted as its case expects (the case passed),
-            // a failure with no fault, a refused start: results.
+            // a stall in a case that passed, a failure with no fault, a refused start:
+            // results.
+            (
+                format!(
+                    "{up}\nL2| rcu: INFO: rcu_sched detected stalls on CPUs\n@@CASE c END ok@@"
+                ),
+                false,
+                "",
+            ),
             (format!("{up}\n{fault}\n@@CASE c END ok@@"), false, ""),
             (format!("{up}\n@@CASE c END fail z@@"), false, ""),
             ("@@CASE c END ok@@".to_owned(), false, ""),
