@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pv_features::cpuid::{KvmFeatures, Rule};
 use serde_json::Value;
 
 use crate::peer::CaseResult;
@@ -16,6 +17,57 @@ use crate::{ok, repo_root, GuestAssets, LabCommand, LabMode};
 
 /// One case of `feature-cases.sh`: `NAME CPUS HOG WORK`.
 pub type CaseWords = [String; 4];
+
+/// The measured cases that the checks here read, in groups of one L1 run each (a measured
+/// pair shares its run): the idle pair (`idle_default`, `idle_dedicated`), the
+/// multicast-IPI pair (`ipi_on`, `ipi_off`) and the overcommit trio with a host hog
+/// (`tlb_on`, `tlb_off`, `steal_off`). `offerable` is what the VMM offers with every
+/// feature on: an `_off` case asks for it without the one feature and what needs it.
+pub fn measured_groups(offerable: KvmFeatures) -> [Vec<CaseWords>; 3] {
+    let without = |gone: KvmFeatures| {
+        format!(
+            "boot=OVER,kvm_pv=[{}]",
+            Rule::without(offerable, gone).names().join(",")
+        )
+    };
+    let case =
+        |name: &str, cpus: &str, hog: &str, work: &str| [name, cpus, hog, work].map(str::to_owned);
+    [
+        vec![
+            case("idle_default", "boot=HOSTCPUS", "0", "idle:3"),
+            case(
+                "idle_dedicated",
+                "boot=HOSTCPUS,dedicated=on",
+                "0",
+                "idle:3",
+            ),
+        ],
+        vec![
+            case("ipi_on", "boot=OVER", "0", "ipi-mask:3"),
+            case(
+                "ipi_off",
+                &without(KvmFeatures::PV_SEND_IPI),
+                "0",
+                "ipi-mask:3",
+            ),
+        ],
+        vec![
+            case("tlb_on", "boot=OVER", "host", "tlb:4,ebizzy:3"),
+            case(
+                "tlb_off",
+                &without(KvmFeatures::PV_TLB_FLUSH),
+                "host",
+                "tlb:4",
+            ),
+            case(
+                "steal_off",
+                &without(KvmFeatures::STEAL_TIME),
+                "host",
+                "ebizzy:3",
+            ),
+        ],
+    ]
+}
 
 /// What the groups' lab runs printed, one after the other.
 #[derive(Debug, Default)]

@@ -30,7 +30,7 @@ use integration_tests::peer::{
 };
 use integration_tests::{ok, repo_root, report_case_retries, run_script, script};
 use integration_tests::{GuestAssets, LabCommand};
-use pv_features::cpuid::{KvmFeatures, Rule, KVM_CPUID_ALT_BASE, KVM_CPUID_BASE};
+use pv_features::cpuid::{KvmFeatures, KVM_CPUID_ALT_BASE, KVM_CPUID_BASE};
 use serde_json::Value;
 
 /// Cases that boot: name, `--cpus`.
@@ -75,50 +75,10 @@ fn offerable() -> KvmFeatures {
     (KvmFeatures::all() - KvmFeatures::VMM_PROVIDED) | KvmFeatures::MSI_EXT_DEST_ID
 }
 
-/// The measured cases, as `lab_features` has them (name, `--cpus`, hog, workloads), in
-/// groups of one L1 run each: idle windows, the multicast-IPI pair, the overcommit trio.
+/// `lab_features`' measured cases, the idle and the multicast-IPI pairs sharing an L1 run.
 fn measured_groups() -> Vec<Vec<CaseWords>> {
-    let without = |gone: KvmFeatures| {
-        format!(
-            "boot=OVER,kvm_pv=[{}]",
-            Rule::without(offerable(), gone).names().join(",")
-        )
-    };
-    let case =
-        |name: &str, cpus: &str, hog: &str, work: &str| [name, cpus, hog, work].map(str::to_owned);
-    vec![
-        vec![
-            case("idle_default", "boot=HOSTCPUS", "0", "idle:3"),
-            case(
-                "idle_dedicated",
-                "boot=HOSTCPUS,dedicated=on",
-                "0",
-                "idle:3",
-            ),
-            case("ipi_on", "boot=OVER", "0", "ipi-mask:3"),
-            case(
-                "ipi_off",
-                &without(KvmFeatures::PV_SEND_IPI),
-                "0",
-                "ipi-mask:3",
-            ),
-        ],
-        vec![
-            case("tlb_on", "boot=OVER", "host", "tlb:4,ebizzy:3"),
-            case(
-                "tlb_off",
-                &without(KvmFeatures::PV_TLB_FLUSH),
-                "host",
-                "tlb:4",
-            ),
-            case(
-                "steal_off",
-                &without(KvmFeatures::STEAL_TIME),
-                "host",
-                "ebizzy:3",
-            ),
-        ],
-    ]
+    let [idle, ipi, overcommit] = features::measured_groups(offerable());
+    vec![idle.into_iter().chain(ipi).collect(), overcommit]
 }
 
 /// `cloud-hypervisor` and `ch-remote` with the series, built (or found in the cache) by

@@ -114,52 +114,24 @@ const REFUSED: [(&str, &str, &str); 10] = [
     ("bad_boot", "boot=0", "boot"),
 ];
 
-fn measured_cases() -> Vec<Case> {
-    let all = offerable();
-    vec![
-        case("idle_default", "boot=HOSTCPUS", "0", "idle:3,vmcall:1"),
-        case(
-            "idle_dedicated",
-            "boot=HOSTCPUS,dedicated=on",
-            "0",
-            "idle:3",
-        ),
-        case(
+/// The measured cases (`integration_tests::features`), with pv-vmm's own beside them: the
+/// idle default guest also runs user-space VMCALL, and `disable_exits=[hlt]` alone idles.
+fn measured_groups() -> [Vec<CaseWords>; 3] {
+    let mut groups = features::measured_groups(offerable());
+    let idle = &mut groups[0];
+    for c in idle.iter_mut().filter(|c| c[0] == "idle_default") {
+        c[3].push_str(",vmcall:1");
+    }
+    idle.push(
+        [
             "idle_nohlt",
             "boot=HOSTCPUS,disable_exits=[hlt]",
             "0",
             "idle:3",
-        ),
-        case("ipi_on", "boot=OVER", "0", "ipi-mask:3"),
-        case(
-            "ipi_off",
-            &format!(
-                "boot=OVER,{}",
-                kvm_pv_list(Rule::without(all, KvmFeatures::PV_SEND_IPI))
-            ),
-            "0",
-            "ipi-mask:3",
-        ),
-        case("tlb_on", "boot=OVER", "host", "tlb:4,ebizzy:3"),
-        case(
-            "tlb_off",
-            &format!(
-                "boot=OVER,{}",
-                kvm_pv_list(Rule::without(all, KvmFeatures::PV_TLB_FLUSH))
-            ),
-            "host",
-            "tlb:4",
-        ),
-        case(
-            "steal_off",
-            &format!(
-                "boot=OVER,{}",
-                kvm_pv_list(Rule::without(all, KvmFeatures::STEAL_TIME))
-            ),
-            "host",
-            "ebizzy:3",
-        ),
-    ]
+        ]
+        .map(str::to_owned),
+    );
+    groups
 }
 
 /// What vm.info says the VM runs with: KVM leaves present, features, hints.
@@ -172,7 +144,6 @@ fn lab_features_guest_view_and_host_counters() {
     let assets = ok(GuestAssets::prepare());
     let (vmm, remote) = vmm_binaries();
     let views = view_cases();
-    let measured = measured_cases();
     // The cases, in groups of one L1 run each: a crashed L1 (the lab loses one every few
     // minutes on a bad day: 42 per hour of load on 2026-12-03, see scripts/lab/README.md)
     // then costs one group's run, not all of them. A measured pair (on/off) shares a run.
@@ -201,22 +172,12 @@ fn lab_features_guest_view_and_host_counters() {
             })
             .collect(),
     );
-    for names in [
-        &["idle_default", "idle_dedicated", "idle_nohlt"][..],
-        &["ipi_on", "ipi_off"],
-        &["tlb_on", "tlb_off", "steal_off"],
-    ] {
-        groups.push(
-            measured
-                .iter()
-                .filter(|c| names.contains(&c.name.as_str()))
-                .map(words)
-                .collect(),
-        );
-    }
+    let measured = measured_groups();
+    let measured_count: usize = measured.iter().map(Vec::len).sum();
+    groups.extend(measured.iter().cloned());
     assert_eq!(
         groups.iter().map(Vec::len).sum::<usize>(),
-        views.len() + REFUSED.len() + measured.len(),
+        views.len() + REFUSED.len() + measured_count,
         "every case is in a group"
     );
     let out = features::run_case_groups(&vmm, &remote, &assets, &groups, &[], &[]);
@@ -235,8 +196,9 @@ fn lab_features_guest_view_and_host_counters() {
     let mut checks = Checks::default();
 
     // Every booted case came up, answered, ran its workloads and powered off: status 0.
-    for c in views.iter().chain(&measured) {
-        let r = find(&c.name);
+    let booted = views.iter().map(|c| c.name.as_str());
+    for name in booted.chain(measured.iter().flatten().map(|c| c[0].as_str())) {
+        let r = find(name);
         checks.check(
             r.end == Some(Ok(())) && r.stats.get("vmm_exit") == Some(&0),
             format!("did not boot and power off cleanly: {}", r.dump()),
@@ -488,9 +450,16 @@ fn lab_features_guest_view_and_host_counters() {
 
 #[test]
 fn every_case_that_should_boot_asks_for_a_list_pv_vmm_takes() {
-    for c in view_cases().iter().chain(measured_cases().iter()) {
-        let Some(list) = c
-            .cpus
+    let views = view_cases();
+    let measured = measured_groups();
+    let cases = views.iter().map(|c| (c.name.as_str(), c.cpus.as_str()));
+    for (name, cpus) in cases.chain(
+        measured
+            .iter()
+            .flatten()
+            .map(|c| (c[0].as_str(), c[1].as_str())),
+    ) {
+        let Some(list) = cpus
             .split("kvm_pv=[")
             .nth(1)
             .and_then(|rest| rest.split(']').next())
@@ -502,8 +471,7 @@ fn every_case_that_should_boot_asks_for_a_list_pv_vmm_takes() {
             if let Some((feature, needs)) = rule.needs() {
                 assert!(
                     !features.contains(feature) || features.intersects(needs),
-                    "case {}: {rule:?} refuses [{list}]",
-                    c.name
+                    "case {name}: {rule:?} refuses [{list}]"
                 );
             }
         }
