@@ -133,20 +133,19 @@ run_case() {
     else
         mkfifo "$dir/console"
         exec 3<>"$dir/console"
-        # The guest's shell reads what the case writes to fd 3; its console goes to $log.
+        # The guest's shell reads what the case writes to fd 3; its console goes to $log:
+        # through the VMM's stdin and stdout, or through its serial socket and unix-console.
+        serial=tty console_in=$dir/console console_out=$log
         if [ -n "${UNIX_CONSOLE:-}" ]; then
-            # shellcheck disable=SC2086 # VMM_ARGS is words
-            "$vmm" ${VMM_ARGS:-} -v --api-socket "path=$sock" --kernel "$kernel" --initramfs "$initrd" \
-                --cpus "$cpus" --memory size=512M --serial "socket=$dir/serial.sock" \
-                --cmdline "console=ttyS0 quiet panic=-1$lab_guest pv.shell" </dev/null >"$dir/vmm.out" 2>"$err" &
-            pid=$!
+            serial=socket=$dir/serial.sock console_in=/dev/null console_out=$dir/vmm.out
+        fi
+        # shellcheck disable=SC2086 # VMM_ARGS is words
+        "$vmm" ${VMM_ARGS:-} -v --api-socket "path=$sock" --kernel "$kernel" --initramfs "$initrd" \
+            --cpus "$cpus" --memory size=512M --serial "$serial" \
+            --cmdline "console=ttyS0 quiet panic=-1$lab_guest pv.shell" <"$console_in" >"$console_out" 2>"$err" &
+        pid=$!
+        if [ -n "${UNIX_CONSOLE:-}" ]; then
             "$UNIX_CONSOLE" "$dir/serial.sock" 60 <"$dir/console" >"$log" 2>>"$err" &
-        else
-            # shellcheck disable=SC2086 # VMM_ARGS is words
-            "$vmm" ${VMM_ARGS:-} -v --api-socket "path=$sock" --kernel "$kernel" --initramfs "$initrd" \
-                --cpus "$cpus" --memory size=512M --serial tty \
-                --cmdline "console=ttyS0 quiet panic=-1$lab_guest pv.shell" <"$dir/console" >"$log" 2>"$err" &
-            pid=$!
         fi
         if ! result=$(wait_log "$log" "$guest_ready" 1 "$limit" "$pid"); then
             result="fail $result"
