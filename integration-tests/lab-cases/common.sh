@@ -18,13 +18,23 @@ stat_of() {
     done
 }
 
+# running PID: process PID exists and has not exited. A zombie counts as exited: callers
+# in a command substitution (a subshell) cannot reap their parent's children, and kill -0
+# succeeds on a zombie, so a VMM that died at once used to be waited for until the limit
+# (150 s in the lab, seen on 2026-12-04 when Cloud Hypervisor refused a serial socket).
+running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    # The state is the field after the command name, which ends at the last ')'.
+    [ "$(sed 's/.*) //; s/ .*//' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
 # wait_log FILE PATTERN COUNT SECONDS PID: until FILE has COUNT lines matching PATTERN
 # (carriage returns ignored). Fails (status 1, reason on stdout) if process PID exits first
 # or the time runs out.
 wait_log() {
     wl_t0=$(now_cs)
     while [ "$(tr -d '\r' <"$1" | grep -c -- "$2")" -lt "$3" ]; do
-        if ! kill -0 "$5" 2>/dev/null; then
+        if ! running "$5"; then
             echo "pv-vmm exited while waiting for '$2'"
             return 1
         fi

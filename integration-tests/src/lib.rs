@@ -1207,6 +1207,28 @@ L2| @@GSTAT ipi after cpu 3 4@@
         }
     }
 
+    /// wait_log in a command substitution (as run_case calls it) sees a VMM that exited
+    /// at once as gone, though its parent shell has not reaped it yet.
+    #[test]
+    fn wait_log_in_a_subshell_sees_its_vmm_exit() {
+        let common = repo_root().join("integration-tests/lab-cases/common.sh");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                ". '{}'; false & pid=$!; r=$(wait_log /dev/null never 1 60 \"$pid\"); \
+                 echo \"$? $r\"; running \"$pid\" && echo running; sleep 30 & s=$!; \
+                 running \"$s\" && echo sleeper running; kill \"$s\"",
+                common.display()
+            ))
+            .output()
+            .expect("sh");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "1 pv-vmm exited while waiting for 'never'\nsleeper running\n",
+            "{out:?}"
+        );
+    }
+
     #[test]
     fn fail_on_triple_fault_sets_only_a_missing_result() {
         let common = repo_root().join("integration-tests/lab-cases/common.sh");
