@@ -14,6 +14,7 @@
 #   input from a terminal only, as Cloud Hypervisor does): the VMM gets '--serial
 #   socket=<dir>/serial.sock' instead of '--serial tty', and the helper carries the guest's
 #   console between that socket and the case (its shell's input, the log).
+#   TRACEFS=off leaves the host's tracing alone (the host-side tests of this script).
 #   CASE is four words: NAME CPUS HOG WORK
 #   NAME  a label
 #   CPUS  the --cpus value; OVER is replaced by twice this host's CPU count (at most 16),
@@ -63,7 +64,7 @@ trace=/sys/kernel/tracing
 flush_event=$trace/events/kvm/kvm_pv_tlb_flush
 hc_event=$trace/events/kvm/kvm_hypercall
 msr_event=$trace/events/kvm/kvm_msr
-if [ -w "$flush_event/enable" ] && [ -w "$hc_event/enable" ] && [ -w "$msr_event/enable" ]; then
+if [ "${TRACEFS:-}" != off ] && [ -w "$flush_event/enable" ] && [ -w "$hc_event/enable" ] && [ -w "$msr_event/enable" ]; then
     tracefs=yes
     old_buffer_kb=$(sed 's/ .*//' "$trace/buffer_size_kb")
     echo 8192 >"$trace/buffer_size_kb"
@@ -118,6 +119,10 @@ guest_ready='pv.shell: a shell'
 run_case() {
     name=$1 cpus=$2 hog=$3 jobs=$4
     dir=$work/$name
+    # Each attempt starts bare: a retry (retry_lab_fault) must not meet the last attempt's
+    # serial socket (Cloud Hypervisor refuses to bind it: "Address already in use"), fifo
+    # or logs.
+    rm -rf "$dir"
     mkdir -p "$dir"
     log=$dir/serial.log err=$dir/vmm.err sock=$dir/api.sock
     : >"$log"

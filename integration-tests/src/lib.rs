@@ -1207,6 +1207,69 @@ L2| @@GSTAT ipi after cpu 3 4@@
         }
     }
 
+    /// feature-cases.sh with `UNIX_CONSOLE` against a stand-in VMM that binds its serial
+    /// socket as Cloud Hypervisor does (an existing path is "Address already in use") and
+    /// whose first guest triple-faults: the retry must start from a bare case directory.
+    /// On 2026-12-04 CI lost lab_ch's `ipi_off` this way (the retry met the first attempt's
+    /// socket).
+    #[test]
+    fn a_retried_case_starts_without_the_last_attempts_serial_socket() {
+        assert!(
+            std::path::Path::new("/dev/kvm").exists(),
+            "feature-cases.sh refuses to run without /dev/kvm (it checks for it first)"
+        );
+        let dir = std::env::temp_dir().join(format!("retry-socket-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let write_script = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write");
+            Command::new("chmod")
+                .arg("+x")
+                .arg(&path)
+                .status()
+                .expect("chmod");
+            path
+        };
+        // The VMM: binds socket=PATH (a plain file here); the first run's guest faults, the
+        // second's shell comes up and the VMM stays until the console helper saw 'exit'.
+        let vmm = write_script(
+            "vmm",
+            &format!(
+                "for a; do case $a in socket=*) s=${{a#socket=}};; esac; done\n\
+                 [ -e \"$s\" ] && {{ echo 'Address already in use (os error 98)' >&2; exit 1; }}\n\
+                 echo run >>'{d}/runs'\n\
+                 if [ \"$(wc -l <'{d}/runs')\" -eq 1 ]; then : >\"$s\"; \
+                 echo 'ERROR: Guest likely triple-faulted' >&2; exit 1; fi\n\
+                 echo 'pv.shell: a shell' >\"$s\"\n\
+                 while [ ! -e \"$s.done\" ]; do sleep 0.1; done\n",
+                d = dir.display()
+            ),
+        );
+        let console = write_script(
+            "console",
+            "while [ ! -s \"$1\" ]; do sleep 0.1; done; cat \"$1\"\n\
+             while read -r l; do [ \"$l\" = exit ] && break; done; : >\"$1.done\"\n",
+        );
+        let remote = write_script("remote", "echo '{}'\n");
+        let out = Command::new("sh")
+            .arg(repo_root().join("integration-tests/lab-cases/feature-cases.sh"))
+            .args([&vmm, &remote, &dir.join("kernel"), &dir.join("initrd")])
+            .args(["20", "c", "boot=1", "0", "-"])
+            .env("UNIX_CONSOLE", &console)
+            .env("LAB_CASE_RETRIES", "1")
+            .env("TRACEFS", "off")
+            .output()
+            .expect("sh feature-cases.sh");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout.contains("tracefs=no"), "{stdout}");
+        assert!(stdout.contains("@@RETRY c "), "{stdout}");
+        assert!(stdout.contains("@@CASE c END ok@@"), "{stdout}");
+        assert!(!stdout.contains("Address already in use"), "{stdout}");
+    }
+
     /// wait_log in a command substitution (as run_case calls it) sees a VMM that exited
     /// at once as gone, though its parent shell has not reaped it yet.
     #[test]
