@@ -101,7 +101,7 @@ fn every_documented_path_answers_as_documented_without_a_vm() {
         };
         assert_eq!(status, want, "{} {path}: {json}", op.method);
         if status >= 400 {
-            assert!(json["error"].is_string(), "{path}: {json}");
+            assert!(json[0].is_string(), "{path}: {json}");
         }
         if op.path == "/vmm.ping" {
             assert_eq!(json["pid"], vmm.child.id());
@@ -112,7 +112,7 @@ fn every_documented_path_answers_as_documented_without_a_vm() {
             let wrong = if op.method == "GET" { "PUT" } else { "GET" };
             let (status, json) = vmm.call(wrong, &path, b"");
             assert_eq!(status, 405, "{wrong} {path}: {json}");
-            assert!(json["error"]
+            assert!(json[0]
                 .as_str()
                 .is_some_and(|e| e.contains(&op.method)));
         }
@@ -185,7 +185,7 @@ fn client_mistakes_get_4xx_and_the_vmm_keeps_serving() {
     for (method, path, body, status, needle) in cases {
         let (got, json) = vmm.call(method, path, body);
         assert_eq!(got, *status, "{method} {path}: {json}");
-        let error = json["error"].as_str().unwrap_or_default();
+        let error = json[0].as_str().unwrap_or_default();
         assert!(
             error.contains(needle),
             "{method} {path}: `{needle}` not in {json}"
@@ -195,7 +195,7 @@ fn client_mistakes_get_4xx_and_the_vmm_keeps_serving() {
     let big = vec![b' '; 64 * 1024 + 1];
     let (status, json) = vmm.call("PUT", "/api/v1/vm.create", &big);
     assert_eq!(status, 413, "{json}");
-    assert!(json["error"].as_str().is_some_and(|e| e.contains("65536")));
+    assert!(json[0].as_str().is_some_and(|e| e.contains("65536")));
     // Still serving.
     let (status, json) = vmm.call("GET", "/api/v1/vmm.ping", b"");
     assert_eq!(status, 200, "{json}");
@@ -273,6 +273,81 @@ fn pv_remote_prints_json_and_fails_on_4xx() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// One request written and read as raw bytes, the way Cloud Hypervisor's `api_client` does:
+/// the whole response, up to its body.
+fn raw_exchange(socket: &std::path::Path, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the headers and as many body bytes as Content-Length says.
+    loop {
+        let n = stream.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Cloud Hypervisor's client reads everything between `HTTP/1.1 ` and CR as the status
+/// number, finds the body by the exact header `Content-Length: ` and takes an error body
+/// as a JSON array of strings (DESIGN.md, "Wire compatibility"): hyper's `200 OK` and
+/// `content-length` made every `ch-remote` command exit 1.
+#[test]
+fn responses_are_on_cloud_hypervisors_wire_format() {
+    let vmm = ApiVmm::start();
+    let ping = raw_exchange(
+        &vmm.socket,
+        "GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n",
+    );
+    assert!(ping.starts_with("HTTP/1.1 200 \r\n"), "{ping:?}");
+    assert!(ping.contains("\r\nContent-Length: "), "{ping:?}");
+    assert!(ping.contains("\r\nContent-Type: application/json"), "{ping:?}");
+    let body = &ping[ping.find("\r\n\r\n").expect("headers end") + 4..];
+    let json: serde_json::Value = serde_json::from_str(body).expect("ping body");
+    assert_eq!(json["pid"], vmm.child.id());
+
+    for (request, status) in [
+        ("GET /api/v1/vm.info HTTP/1.1\r\nHost: localhost\r\n\r\n", "409"),
+        ("GET /api/v1/vm.nope HTTP/1.1\r\nHost: localhost\r\n\r\n", "404"),
+        (
+            "PUT /api/v1/vm.create HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\n{",
+            "400",
+        ),
+    ] {
+        let answer = raw_exchange(&vmm.socket, request);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} \r\n")),
+            "{request:?}: {answer:?}"
+        );
+        let body = &answer[answer.find("\r\n\r\n").expect("headers end") + 4..];
+        let chain: Vec<String> = serde_json::from_str(body).expect("an array of strings");
+        assert!(!chain.is_empty() && !chain[0].is_empty(), "{answer:?}");
+    }
+    let gone = raw_exchange(
+        &vmm.socket,
+        "PUT /api/v1/vm.delete HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    assert!(gone.starts_with("HTTP/1.1 204 \r\n"), "{gone:?}");
 }
 
 /// Found by schemathesis: `enum: [Off, Tty, File, Null]` made YAML read `Null` as null (and,

@@ -98,7 +98,7 @@ fn api_create_info_and_pv_before_boot() {
     let (status, json) = vmm.call("PUT", "/api/v1/vm.create", bad.as_bytes());
     assert_eq!(status, 400, "{json}");
     assert!(
-        json["error"]
+        json[0]
             .as_str()
             .is_some_and(|e| e.contains("needs steal_time")),
         "{json}"
@@ -213,7 +213,7 @@ fn kvm_hyperv_is_refused_exactly_where_the_host_lacks_hyper_v() {
         Some(missing) => {
             assert_eq!(status, 400, "{json}");
             assert_eq!(
-                json["error"],
+                json[0],
                 format!("--cpus kvm_hyperv=on: the host's KVM lacks {missing}")
             );
             let (status, _) = vmm.call("GET", "/api/v1/vm.info", b"");

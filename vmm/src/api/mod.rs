@@ -10,7 +10,8 @@
 //! (including "no VM created yet"); 408 for a body that does not arrive within
 //! [`BODY_TIMEOUT`]; 413 for a body over [`MAX_BODY`]; 500 only for failures
 //! of the host (a KVM ioctl that fails); 503 when the VMM is shutting down. Every error body
-//! is `{"error": "..."}`, and no client mistake changes the VM.
+//! is a JSON array of strings, the error's chain outermost first, as Cloud Hypervisor's (so
+//! that its `ch-remote` prints it), and no client mistake changes the VM.
 
 pub mod server;
 
@@ -190,9 +191,16 @@ impl ApiError {
         }
     }
 
-    /// The JSON error body.
+    /// The JSON error body: the messages of the error's chain, outermost first (Cloud
+    /// Hypervisor's shape; `ch-remote` prints each).
     pub fn body(&self) -> String {
-        serde_json::json!({ "error": self.to_string() }).to_string()
+        let mut chain = vec![self.to_string()];
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            chain.push(e.to_string());
+            source = e.source();
+        }
+        serde_json::Value::from(chain).to_string()
     }
 }
 
@@ -295,7 +303,7 @@ mod tests {
         for (err, status) in cases {
             assert_eq!(err.status(), status);
             let body: serde_json::Value = serde_json::from_str(&err.body()).expect("json");
-            assert_eq!(body["error"], err.to_string());
+            assert_eq!(body, serde_json::json!([err.to_string()]));
         }
     }
 }

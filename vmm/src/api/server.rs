@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
+use hyper::ext::ReasonPhrase;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -274,8 +275,11 @@ async fn serve(
         };
         let events = events.clone();
         let service = service_fn(move |req| handle(req, events.clone()));
+        // Header names as Cloud Hypervisor's server writes them (its client looks for
+        // `Content-Length: ` exactly).
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
+            .title_case_headers(true)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -368,6 +372,11 @@ fn respond(answer: ApiResponse) -> Response<Full<Bytes>> {
     };
     let mut response = Response::new(Full::new(Bytes::from(body.clone().unwrap_or_default())));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    // No reason phrase: `HTTP/1.1 200 ` as Cloud Hypervisor's server sends it, since its
+    // client reads everything between `HTTP/1.1 ` and CR as the status number.
+    response
+        .extensions_mut()
+        .insert(const { ReasonPhrase::from_static(b"") });
     let headers = response.headers_mut();
     if body.is_some() {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -246,11 +246,13 @@ fn request_of(command: &Command) -> Result<(Method, &'static str, Option<String>
     })
 }
 
-/// The error message of an error body, or the body itself.
+/// The error message of an error body (Cloud Hypervisor's shape: the chain as a JSON array
+/// of strings, outermost first, joined here with ": "), or the body itself.
 fn server_message(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
+    serde_json::from_str::<Vec<String>>(body)
         .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .filter(|chain| !chain.is_empty())
+        .map(|chain| chain.join(": "))
         .unwrap_or_else(|| body.to_owned())
 }
 
@@ -429,8 +431,14 @@ mod tests {
 
     #[test]
     fn server_errors_are_unwrapped() {
-        assert_eq!(server_message(r#"{"error":"no VM"}"#), "no VM");
+        assert_eq!(server_message(r#"["no VM"]"#), "no VM");
+        assert_eq!(
+            server_message(r#"["Error from API","The VM could not be booted"]"#),
+            "Error from API: The VM could not be booted"
+        );
         assert_eq!(server_message("plain"), "plain");
+        assert_eq!(server_message("[]"), "[]");
+        assert_eq!(server_message(r#"{"error":"x"}"#), r#"{"error":"x"}"#);
         let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         assert_eq!(percentile(&sorted, 0.5), 51.0);
         assert_eq!(percentile(&sorted, 0.99), 99.0);
