@@ -38,7 +38,7 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ("scripts/run-guest", LAB),
     (
         "scripts/test",
-        &["binutils", "busybox-static", "cpio", "qemu-system-x86"],
+        &["binutils", "busybox-static", "cpio", "git", "qemu-system-x86"],
     ),
     ("scripts/fuzz", &["g++"]),
     ("scripts/api-conformance", &["binutils"]),

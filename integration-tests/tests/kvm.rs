@@ -1,0 +1,181 @@
+//! Tests that need /dev/kvm (any KVM, this development host's kvm_pvm too; scripts/test
+//! runs every `tests/kvm.rs` when /dev/kvm works and says loudly when it does not).
+//!
+//! Cloud Hypervisor's own client against pv-vmm: the real `ch-remote` (built from
+//! `../shared/upstream` with the series by `scripts/build-cloud-hypervisor`, cached) drives a
+//! pv-vmm through a whole VM lifecycle, each command with exit status 0, and a refused
+//! command exits non-zero with pv-vmm's own message. The guest is the raw PVH idle guest
+//! (`scripts/build-hostile-guests`), which boots on any KVM, this development host's too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use integration_tests::hostile::HostileGuests;
+use integration_tests::{ok, run_script, script, vmm_binaries};
+
+/// `ch-remote` of the patched Cloud Hypervisor (the dev build the lab tests use).
+fn ch_remote() -> PathBuf {
+    let out = ok(run_script(
+        &script("build-cloud-hypervisor"),
+        &["--profile", "dev"],
+    ));
+    let dir = out.lines().last().expect("the binaries' directory");
+    let remote = Path::new(dir).join("ch-remote");
+    assert!(remote.is_file(), "{} missing", remote.display());
+    remote
+}
+
+/// One pv-vmm with an API socket, killed when dropped.
+struct Vmm {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Vmm {
+    fn start(pv_vmm: &Path) -> Self {
+        let dir = std::env::temp_dir().join(format!("ch-remote-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let socket = dir.join("api.sock");
+        let child = Command::new(pv_vmm)
+            .arg("--api-socket")
+            .arg(format!("path={}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("pv-vmm.err")).expect("stderr file"))
+            .spawn()
+            .expect("pv-vmm");
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(start.elapsed() < Duration::from_secs(10), "no API socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, dir, socket }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pv-vmm.err")).unwrap_or_default()
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn ch_remote_drives_pv_vmm_through_a_whole_lifecycle() {
+    let remote = ch_remote();
+    let (pv_vmm, _) = vmm_binaries();
+    let guests = ok(HostileGuests::build());
+    let vmm = Vmm::start(&pv_vmm);
+    let run = |args: &[&str]| {
+        Command::new(&remote)
+            .arg("--api-socket")
+            .arg(&vmm.socket)
+            .args(args)
+            .output()
+            .expect("ch-remote")
+    };
+    let must = |args: &[&str]| {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "ch-remote {args:?}: {}\npv-vmm: {}",
+            text(&out),
+            vmm.stderr()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = must(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ch-remote {args:?}: {e}: {out}"))
+    };
+
+    let ping = json(&["ping"]);
+    assert_eq!(ping["pid"], vmm.child.id(), "{ping}");
+
+    // Refused: non-zero, with pv-vmm's message (not "Can't get remote's error messages").
+    let out = run(&["boot"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no VM is created"), "{stderr}");
+    assert!(!stderr.contains("Can't get remote's error"), "{stderr}");
+
+    let serial = vmm.dir.join("serial.log");
+    let config = vmm.dir.join("vm.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "cpus": {"boot_vcpus": 2, "max_vcpus": 2},
+            "memory": {"size": 134_217_728u64},
+            "payload": {"kernel": guests.idle, "cmdline": "idle under ch-remote"},
+            "serial": {"mode": "File", "file": serial},
+        })
+        .to_string(),
+    )
+    .expect("vm.json");
+    must(&["create", config.to_str().expect("utf-8 path")]);
+    must(&["boot"]);
+    let start = Instant::now();
+    while !std::fs::read_to_string(&serial)
+        .unwrap_or_default()
+        .contains("@@IDLE-UP@@")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the idle guest did not come up: {}",
+            vmm.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info = json(&["info"]);
+    assert_eq!(info["state"], "Running", "{info}");
+    let counters = json(&["counters"]);
+    assert!(counters.is_object(), "{counters}");
+    for (command, state) in [("pause", "Paused"), ("resume", "Running")] {
+        must(&[command]);
+        assert_eq!(json(&["info"])["state"], state, "after {command}");
+    }
+    // The series' `ch-remote pv`: halt polling changes at once on a running VM.
+    must(&["pv", "--halt-poll-ns", "1000"]);
+    assert_eq!(
+        json(&["info"])["pv"]["effective"]["halt_poll_ns"],
+        1000,
+        "{}",
+        vmm.stderr()
+    );
+    let out = run(&["pv", "--halt-poll-ns", "fast"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    must(&["reboot"]);
+    assert_eq!(json(&["info"])["state"], "Running", "after reboot");
+    must(&["shutdown"]);
+    must(&["delete"]);
+    let out = run(&["info"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    must(&["shutdown-vmm"]);
+    let mut vmm = vmm;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = vmm.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "pv-vmm still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "pv-vmm: {status:?}: {}", vmm.stderr());
+}
