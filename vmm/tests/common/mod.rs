@@ -19,16 +19,18 @@ pub struct ApiVmm {
 }
 
 impl ApiVmm {
-    /// Starts pv-vmm with only an API socket and waits for the socket.
+    /// Starts pv-vmm with only an API socket and waits for the socket. Its stderr goes to
+    /// a file ([`ApiVmm::stderr`]): a pipe nobody reads would stall it once full.
     pub fn start() -> Self {
         let dir = vmm_sys_util::tempdir::TempDir::new().expect("tempdir");
         let socket = dir.as_path().join("api.sock");
+        let stderr = std::fs::File::create(dir.as_path().join("pv-vmm.err")).expect("stderr");
         let child = Command::new(env!("CARGO_BIN_EXE_pv-vmm"))
             .arg("--api-socket")
             .arg(format!("path={}", socket.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("starting pv-vmm");
         let vmm = Self { child, socket, dir };
@@ -62,6 +64,11 @@ impl ApiVmm {
                 .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
         };
         (status, json)
+    }
+
+    /// What pv-vmm wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.as_path().join("pv-vmm.err")).unwrap_or_default()
     }
 
     /// Waits for the process to exit (at most 10 s) and returns its status code.
