@@ -174,7 +174,10 @@ fn ch_remote_drives_pv_vmm_through_a_whole_lifecycle() {
         if let Some(status) = vmm.child.try_wait().expect("wait") {
             break status;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "pv-vmm still running");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "pv-vmm still running"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "pv-vmm: {status:?}: {}", vmm.stderr());

@@ -112,9 +112,7 @@ fn every_documented_path_answers_as_documented_without_a_vm() {
             let wrong = if op.method == "GET" { "PUT" } else { "GET" };
             let (status, json) = vmm.call(wrong, &path, b"");
             assert_eq!(status, 405, "{wrong} {path}: {json}");
-            assert!(json[0]
-                .as_str()
-                .is_some_and(|e| e.contains(&op.method)));
+            assert!(json[0].as_str().is_some_and(|e| e.contains(&op.method)));
         }
     }
     assert_eq!(vmm.wait_exit(), Some(0), "vmm.shutdown ends pv-vmm with 0");
@@ -308,6 +306,21 @@ fn raw_exchange(socket: &std::path::Path, request: &str) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// The status of a ping, or None when the connection failed or was closed unanswered.
+fn try_ping(socket: &std::path::Path) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    stream
+        .write_all(b"GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.get(9..12)?.parse().ok()
+}
+
 /// Cloud Hypervisor's client reads everything between `HTTP/1.1 ` and CR as the status
 /// number, finds the body by the exact header `Content-Length: ` and takes an error body
 /// as a JSON array of strings (DESIGN.md, "Wire compatibility"): hyper's `200 OK` and
@@ -321,14 +334,23 @@ fn responses_are_on_cloud_hypervisors_wire_format() {
     );
     assert!(ping.starts_with("HTTP/1.1 200 \r\n"), "{ping:?}");
     assert!(ping.contains("\r\nContent-Length: "), "{ping:?}");
-    assert!(ping.contains("\r\nContent-Type: application/json"), "{ping:?}");
+    assert!(
+        ping.contains("\r\nContent-Type: application/json"),
+        "{ping:?}"
+    );
     let body = &ping[ping.find("\r\n\r\n").expect("headers end") + 4..];
     let json: serde_json::Value = serde_json::from_str(body).expect("ping body");
     assert_eq!(json["pid"], vmm.child.id());
 
     for (request, status) in [
-        ("GET /api/v1/vm.info HTTP/1.1\r\nHost: localhost\r\n\r\n", "409"),
-        ("GET /api/v1/vm.nope HTTP/1.1\r\nHost: localhost\r\n\r\n", "404"),
+        (
+            "GET /api/v1/vm.info HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "409",
+        ),
+        (
+            "GET /api/v1/vm.nope HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "404",
+        ),
         (
             "PUT /api/v1/vm.create HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\n{",
             "400",
@@ -443,10 +465,100 @@ fn clients_cannot_exhaust_the_vmms_file_descriptors() {
         .count();
     assert!(fds <= 32, "pv-vmm holds {fds} descriptors of its 64");
     drop(held);
-    let (status, text) = common::request(&socket, "GET", "/api/v1/vmm.ping", b"");
-    assert_eq!(status, 200, "{text}");
+    // Served again once it has seen them go (until then a client gets 503, or is closed).
+    let start = std::time::Instant::now();
+    while try_ping(&socket) != Some(200) {
+        assert!(start.elapsed().as_secs() < 5, "not served again");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("accept:").count(), 0, "{stderr}");
+}
+
+/// Beyond its connection limit pv-vmm answers 503 at once, as Cloud Hypervisor does, rather
+/// than leaving clients in the listen backlog (with 200 idle connections held, 8 of 8
+/// pings used to time out after 5 s); when the idle clients go, it serves again. With
+/// RLIMIT_NOFILE at 64 the limit is 16 connections.
+#[test]
+fn beyond_the_connection_limit_clients_get_503_at_once() {
+    use std::io::{Read, Write};
+    let dir = vmm_sys_util::tempdir::TempDir::new().expect("tempdir");
+    let socket = dir.as_path().join("api.sock");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec '{}' --api-socket 'path={}'",
+            env!("CARGO_BIN_EXE_pv-vmm"),
+            socket.display()
+        ))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting pv-vmm");
+    let start = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed().as_secs() < 10, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let held: Vec<_> = (0..16)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    // The server has taken them all (a ping on one of them answers).
+    let mut first = &held[0];
+    first
+        .write_all(b"GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("write");
+    let mut buf = [0u8; 512];
+    first
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let n = first.read(&mut buf).expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 "));
+    for attempt in 0..8 {
+        let start = std::time::Instant::now();
+        let mut extra = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        extra
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        extra
+            .write_all(b"GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .expect("write");
+        let mut answer = String::new();
+        extra.read_to_string(&mut answer).expect("the 503 and EOF");
+        let took = start.elapsed();
+        eprintln!("client {attempt} beyond the limit: answered in {took:?}");
+        assert!(answer.starts_with("HTTP/1.1 503 \r\n"), "{answer:?}");
+        assert!(answer.contains("at most 16 connections"), "{answer:?}");
+        // At once, not after a queue: far under the 5 s the clients used to wait in vain.
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    }
+    drop(held);
+    let start = std::time::Instant::now();
+    while try_ping(&socket) != Some(200) {
+        assert!(start.elapsed().as_secs() < 5, "not served again");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// An idle connection, one that never sends a request, is closed after
+/// [`vmm::api::server::HEADER_TIMEOUT`] and gives its slot back.
+#[test]
+fn idle_connections_are_closed_after_the_header_timeout() {
+    use std::io::Read;
+    let vmm = ApiVmm::start();
+    let mut idle = std::os::unix::net::UnixStream::connect(&vmm.socket).expect("connect");
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    let waited = start.elapsed().as_secs_f64();
+    let limit = vmm::api::server::HEADER_TIMEOUT.as_secs_f64();
+    assert!(
+        (limit - 1.0..limit + 5.0).contains(&waited),
+        "closed after {waited:.1} s, not about {limit} s"
+    );
 }

@@ -41,8 +41,10 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Most connections served at once: a quarter of the process's file descriptor limit, at
 /// most 64, so that clients can never take the descriptors the VM needs (a reboot opens
-/// the kernel, /dev/kvm, eventfds and statistics files). Further clients wait in the
-/// socket's listen backlog until a connection ends; hyper closes connections idle for 30 s.
+/// the kernel, /dev/kvm, eventfds and statistics files). A client beyond the limit is
+/// answered 503 at once and its connection closed, as Cloud Hypervisor's server does (never
+/// a silent queue); a connection whose next request's headers do not arrive within
+/// [`HEADER_TIMEOUT`] is closed, so idle and slow clients give their slot back.
 fn max_connections() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -60,6 +62,76 @@ fn max_connections() -> usize {
 /// After a failed accept (e.g. EMFILE) the server waits this long before the next one,
 /// instead of spinning on the error.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long a connection may take to send a request's headers, the first or the next one
+/// on a kept-alive connection (hyper's header read timeout).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the 503 to a client beyond the connection limit may take to write.
+const BUSY_WRITE_LIMIT: Duration = Duration::from_secs(1);
+
+/// How long a refused client may take to send its request before the connection closes
+/// (what it sent must be read first: see [`refuse_busy`]).
+const BUSY_DRAIN: Duration = Duration::from_millis(100);
+
+/// Reads what the client has sent so far (at most [`MAX_BODY`] bytes) without waiting;
+/// returns how much that was.
+fn drain_now(stream: &tokio::net::UnixStream) -> usize {
+    let mut sink = [0u8; 4096];
+    let mut read = 0;
+    while read < MAX_BODY {
+        match stream.try_read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    read
+}
+
+/// Answers a client beyond the connection limit with `response` (the 503) and closes its
+/// connection. Whatever the client sent is read first: a Unix socket closed with unread
+/// data makes the peer's next read fail (ECONNRESET), and the client would never see the
+/// 503. A client whose request is already there is answered at once; one that has sent
+/// nothing yet gets [`BUSY_DRAIN`] in a task, if one of the bounded `busy_slots` is free
+/// (else it is answered and closed at once too).
+fn refuse_busy(stream: tokio::net::UnixStream, busy_slots: &Arc<Semaphore>, response: &Arc<[u8]>) {
+    let waiting = if drain_now(&stream) == 0 {
+        busy_slots.clone().try_acquire_owned().ok()
+    } else {
+        None
+    };
+    let Some(busy_slot) = waiting else {
+        // The response is far smaller than a socket buffer: one write takes it.
+        let _ = stream.try_write(response);
+        return;
+    };
+    let response = response.clone();
+    tokio::spawn(async move {
+        let _busy_slot = busy_slot;
+        let _ = tokio::time::timeout(BUSY_WRITE_LIMIT, async {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = stream;
+            stream.write_all(&response).await?;
+            let _ = tokio::time::timeout(BUSY_DRAIN, stream.readable()).await;
+            drain_now(&stream);
+            Ok::<(), io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// The whole answer to a client beyond the connection limit.
+fn busy_response(limit: usize) -> Vec<u8> {
+    let body = serde_json::Value::from(vec![format!(
+        "the API serves at most {limit} connections at once; try again when one closes"
+    )])
+    .to_string();
+    format!(
+        "HTTP/1.1 503 \r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// Errors of setting up the API socket.
 #[derive(Debug, thiserror::Error)]
@@ -250,15 +322,11 @@ async fn serve(
     };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections));
+    let busy: Arc<[u8]> = busy_response(max_connections).into();
+    // The 503s in flight are bounded too (each holds its descriptor up to
+    // BUSY_WRITE_LIMIT); beyond them a connection is closed at once, unanswered.
+    let busy_slots = Arc::new(Semaphore::new((max_connections / 4).max(1)));
     loop {
-        // A free connection slot first: beyond the limit, clients wait in the backlog.
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            _ = &mut stop => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = &mut stop => break,
@@ -273,12 +341,19 @@ async fn serve(
                 }
             }
         };
+        // A free connection slot, or a 503 at once: beyond the limit nobody waits.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refuse_busy(stream, &busy_slots, &busy);
+            log::debug!("API: connection limit of {max_connections} reached; answered 503");
+            continue;
+        };
         let events = events.clone();
         let service = service_fn(move |req| handle(req, events.clone()));
         // Header names as Cloud Hypervisor's server writes them (its client looks for
         // `Content-Length: ` exactly).
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
             .title_case_headers(true)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
