@@ -6,8 +6,9 @@ It reads what scripts/bench-lib/workloads-in-l1.sh printed (one base64 tar.gz bl
 boot), unpacks every boot's files into WORK/boots/, and computes, per cell (scenario,
 workload, VMM configuration) and run: the guest's throughput and time per operation
 (pv-load's @@WORK line), and the growth of the VM's KVM counters during the workload
-divided by the number of operations. Then min/median/max per cell, on/off ratios for both
-VMMs, and the targets of issue 9 with how far each is met or missed.
+divided by the number of operations. Then min/median/max per cell, on/off ratios for every
+VMM (pv-vmm, QEMU, and the patched Cloud Hypervisor where the run booted it), and the
+targets of issue 9 with how far each is met or missed.
 
 Standard library only, except matplotlib for the plots (scripts/bench installs it in a
 venv). Exit status: 0 when every boot ran every workload, 1 when some failed (the report
@@ -50,18 +51,16 @@ KIND_ORDER = ["tlb", "tlb-sleep", "ebizzy", "ipi", "ipi-mask", "pingpong"]
 
 # Configuration -> (VMM, setting). "on"/"off" in the overcommit scenarios, "default"/
 # "dedicated" in the dedicated one; "bare" is the host itself.
+# The VMMs with the prefix of their configurations, in the order the rounds boot them.
+VMMS = (("pv-vmm", "pv-vmm-"), ("QEMU", "qemu-"), ("Cloud Hypervisor", "ch-"))
 CONFIGS = {
-    "pv-vmm-on": ("pv-vmm", "on"),
-    "pv-vmm-off": ("pv-vmm", "off"),
-    "qemu-on": ("QEMU", "on"),
-    "qemu-off": ("QEMU", "off"),
-    "pv-vmm-default": ("pv-vmm", "default"),
-    "pv-vmm-dedicated": ("pv-vmm", "dedicated"),
-    "qemu-default": ("QEMU", "default"),
-    "qemu-dedicated": ("QEMU", "dedicated"),
-    "bare": ("host", "bare"),
+    prefix + setting: (vmm, setting)
+    for vmm, prefix in VMMS
+    for setting in ("on", "off", "default", "dedicated")
 }
-CONFIG_ORDER = list(CONFIGS)
+CONFIGS["bare"] = ("host", "bare")
+# Tables and plots: each VMM's on/off pair, then each VMM's default/dedicated pair, then bare.
+CONFIG_ORDER = [prefix + s for pair in (("on", "off"), ("default", "dedicated")) for _, prefix in VMMS for s in pair] + ["bare"]
 
 # Counters reported per operation. From debugfs (per VM, summed over its vCPUs) unless said.
 COUNTERS = [
@@ -305,13 +304,8 @@ def read_vcpu_stats(prefix):
     api = read_text(prefix + ".api.json")
     if api:
         try:
-            doc = json.loads(api)
-            out = {}
-            for v in doc.get("vcpus", []):
-                stats = v.get("stats") or {}
-                out[int(v["id"])] = {k: int(x) for k, x in stats.items() if isinstance(x, (int, float)) and not isinstance(x, bool)}
-            return out, "pv-vmm API (vm.counters)"
-        except (ValueError, KeyError, TypeError):
+            return vcpu_stats_of_counters(json.loads(api))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None, None
     qmp = read_text(prefix + ".qmp.json")
     if qmp:
@@ -333,6 +327,26 @@ def read_vcpu_stats(prefix):
         except (ValueError, KeyError, TypeError, IndexError):
             return None, None
     return None, None
+
+
+def numbers(stats):
+    """The integer entries of a statistics object (histograms and flags left out)."""
+    return {k: int(x) for k, x in stats.items() if isinstance(x, (int, float)) and not isinstance(x, bool)}
+
+
+VCPU_KEY_RE = re.compile(r"kvm_vcpu(\d+)$")
+
+
+def vcpu_stats_of_counters(doc):
+    """Per-vCPU statistics from a vm.counters answer, and which shape it had: pv-vmm's own
+    ({"vcpus": [{"id", "stats"}]}) or Cloud Hypervisor's VmCounters, where the series puts
+    each vCPU's counters under "kvm_vcpu<N>" (hypervisor_glue::counters)."""
+    if "vcpus" in doc:
+        return {int(v["id"]): numbers(v.get("stats") or {}) for v in doc["vcpus"]}, "pv-vmm API (vm.counters)"
+    out = {int(m.group(1)): numbers(v) for k, v in doc.items() if (m := VCPU_KEY_RE.match(k))}
+    if not out:
+        raise ValueError("vm.counters has no per-vCPU entries")
+    return out, "Cloud Hypervisor API (vm.counters, VmCounters kvm_vcpu<N>)"
 
 
 def read_vcpu0_thread(prefix):
@@ -715,22 +729,15 @@ def paired_ratios(cells, scenario, kind, num, den, metric):
 
 
 def build_ratios(cells, scenarios):
-    """On/off (or dedicated/default, dedicated/bare) ratios for both VMMs, per workload."""
+    """On/off (or dedicated/default, dedicated/bare) ratios for every VMM, per workload."""
     out = []
     for scen in scenarios:
         for kind in scenarios[scen]:
             if scen == "dedicated":
-                pairs = [
-                    ("pv-vmm", "pv-vmm-dedicated", "pv-vmm-default", "dedicated/default"),
-                    ("QEMU", "qemu-dedicated", "qemu-default", "dedicated/default"),
-                    ("pv-vmm", "pv-vmm-dedicated", "bare", "dedicated/bare host"),
-                    ("QEMU", "qemu-dedicated", "bare", "dedicated/bare host"),
-                ]
+                pairs = [(vmm, p + "dedicated", p + "default", "dedicated/default") for vmm, p in VMMS]
+                pairs += [(vmm, p + "dedicated", "bare", "dedicated/bare host") for vmm, p in VMMS]
             else:
-                pairs = [
-                    ("pv-vmm", "pv-vmm-on", "pv-vmm-off", "on/off"),
-                    ("QEMU", "qemu-on", "qemu-off", "on/off"),
-                ]
+                pairs = [(vmm, p + "on", p + "off", "on/off") for vmm, p in VMMS]
             for vmm, num, den, label in pairs:
                 cn, cd = cells.get((scen, kind, num)), cells.get((scen, kind, den))
                 if not cn or not cd:
@@ -829,7 +836,12 @@ def build_targets(cells, ratios, scenarios, emulated, vendor):
             for cfg in cfgs
         }
 
-    onoff = ("pv-vmm-on", "pv-vmm-off", "qemu-on", "qemu-off")
+    onoff = ("pv-vmm-on", "pv-vmm-off", "qemu-on", "qemu-off", "ch-on", "ch-off")
+    ch = "Cloud Hypervisor"
+
+    def ratio_of(scen, kind, vmm, label, metric):
+        r = find_ratio(ratios, scen, kind, vmm, label)
+        return r[metric] if r else None
     # 1. PV TLB flush under overcommit, for pv-vmm, against 1.5 and against QEMU's own ratio.
     for scen in [s for s in ("overcommit2", "overcommit3") if s in scenarios and "tlb" in scenarios[s]]:
         ours = find_ratio(ratios, scen, "tlb", "pv-vmm", "on/off")
@@ -846,6 +858,7 @@ def build_targets(cells, ratios, scenarios, emulated, vendor):
             "metric": "tlb throughput, PV on/off (medians)",
             "pv_vmm": value,
             "qemu": qemu_value,
+            "ch": ratio_of(scen, "tlb", ch, "on/off", "throughput"),
             "threshold": f">= 1.5 and >= QEMU's {fmt(qemu_value)}",
             "met": met,
             "short_by": {"vs_1.5": by_abs if met_abs is False else None, "vs_qemu": by_q if met_q is False else None},
@@ -873,6 +886,7 @@ def build_targets(cells, ratios, scenarios, emulated, vendor):
             "metric": f"{ipi_kind}: exits of the sending vCPU that send the multicast, per multicast (PV on, median)",
             "pv_vmm": value,
             "qemu": counters["qemu-on"]["multicast_sends"],
+            "ch": counters["ch-on"]["multicast_sends"],
             "threshold": "<= 1",
             "met": met,
             "short_by": {"factor": by if met is False else None},
@@ -893,6 +907,7 @@ def build_targets(cells, ratios, scenarios, emulated, vendor):
             "metric": f"{ipi_kind}: time per multicast, PV on/off (medians)",
             "pv_vmm": value,
             "qemu": theirs["time_per_op"] if theirs else None,
+            "ch": ratio_of(ipi_scen, ipi_kind, ch, "on/off", "time_per_op"),
             "threshold": "<= 0.5",
             "met": met,
             "short_by": {"factor": by if met is False else None},
@@ -904,7 +919,7 @@ def build_targets(cells, ratios, scenarios, emulated, vendor):
 
     # 4./5. Dedicated wake-up round trips.
     if "dedicated" in scenarios and "pingpong" in scenarios["dedicated"]:
-        ded = ("pv-vmm-default", "pv-vmm-dedicated", "qemu-default", "qemu-dedicated")
+        ded = ("pv-vmm-default", "pv-vmm-dedicated", "qemu-default", "qemu-dedicated", "ch-default", "ch-dedicated")
         counters = per_op("dedicated", "pingpong", ded, ("exits", "sender_exits", "send_exits", "halt_exits", "hypercalls", "irq_exits", "irq_window_exits"))
         times = {cfg: med(cells[("dedicated", "pingpong", cfg)]["summary"]["ns_per_op"]) if ("dedicated", "pingpong", cfg) in cells else None for cfg in ded + ("bare",)}
         for tid, label, threshold in (("dedicated_vs_default", "dedicated/default", 0.5), ("dedicated_vs_bare", "dedicated/bare host", 1.5)):
@@ -919,6 +934,7 @@ def build_targets(cells, ratios, scenarios, emulated, vendor):
                 "metric": f"round-trip time, {label} (medians)",
                 "pv_vmm": value,
                 "qemu": theirs["time_per_op"] if theirs else None,
+                "ch": ratio_of("dedicated", "pingpong", ch, label, "time_per_op"),
                 "threshold": f"<= {threshold}",
                 "met": met,
                 "short_by": {"factor": by if met is False else None},
@@ -1084,7 +1100,8 @@ def plot_all(cells, ratios, scenarios, out_dir, emulated):
     colors = {
         "pv-vmm-on": "#1f77b4", "pv-vmm-off": "#aec7e8", "qemu-on": "#d62728", "qemu-off": "#ff9896",
         "pv-vmm-default": "#aec7e8", "pv-vmm-dedicated": "#1f77b4", "qemu-default": "#ff9896",
-        "qemu-dedicated": "#d62728", "bare": "#2ca02c",
+        "qemu-dedicated": "#d62728", "ch-on": "#9467bd", "ch-off": "#c5b0d5", "ch-default": "#c5b0d5",
+        "ch-dedicated": "#9467bd", "bare": "#2ca02c",
     }
     files = []
     suffix = " (emulated: KVM lab)" if emulated else ""
@@ -1112,7 +1129,8 @@ def plot_all(cells, ratios, scenarios, out_dir, emulated):
                     cs.append(colors[cfg])
                 ax.bar(xs, meds, color=cs, yerr=[lo, hi], capsize=3, ecolor="black")
                 ax.set_xticks(range(len(cfgs)))
-                ax.set_xticklabels([c.replace("pv-vmm-", "pv-vmm\n").replace("qemu-", "QEMU\n") for c in cfgs], fontsize=7)
+                ax.set_xticklabels([c.replace("pv-vmm-", "pv-vmm\n").replace("qemu-", "QEMU\n").replace("ch-", "CH\n") for c in cfgs],
+                                   fontsize=7)
                 ax.set_ylabel(label, fontsize=8)
                 ax.tick_params(axis="y", labelsize=7)
                 if row == 0:
@@ -1126,13 +1144,15 @@ def plot_all(cells, ratios, scenarios, out_dir, emulated):
         plt.close(fig)
         files.append(name)
 
-    # Ratios: on/off (throughput) per scenario and workload, pv-vmm beside QEMU.
+    # Ratios: on/off (throughput) per scenario and workload, the VMMs side by side.
     rows = [r for r in ratios if r["ratio"] in ("on/off", "dedicated/default")]
     if rows:
         labels = sorted({(r["scenario"], r["kind"]) for r in rows}, key=lambda k: (SCENARIO_ORDER.index(k[0]), KIND_ORDER.index(k[1])))
-        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 2), 4.2))
-        width = 0.38
-        for j, vmm in enumerate(("pv-vmm", "QEMU")):
+        vmms = [vmm for vmm, _ in VMMS if any(r["vmm"] == vmm for r in rows)]
+        fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(vmms) * len(labels) + 2), 4.2))
+        width = 0.8 / len(vmms)
+        bar_colors = {"pv-vmm": "#1f77b4", "QEMU": "#d62728", "Cloud Hypervisor": "#9467bd"}
+        for j, vmm in enumerate(vmms):
             vals, errs_lo, errs_hi = [], [], []
             for scen, kind in labels:
                 label = "dedicated/default" if scen == "dedicated" else "on/off"
@@ -1142,8 +1162,8 @@ def plot_all(cells, ratios, scenarios, out_dir, emulated):
                 vals.append(v if v is not None else 0)
                 errs_lo.append(max(0, v - p["min"]) if (v is not None and p) else 0)
                 errs_hi.append(max(0, p["max"] - v) if (v is not None and p) else 0)
-            ax.bar([i + (j - 0.5) * width for i in range(len(labels))], vals, width, yerr=[errs_lo, errs_hi], capsize=3,
-                   label=vmm, color="#1f77b4" if vmm == "pv-vmm" else "#d62728")
+            ax.bar([i + (j - (len(vmms) - 1) / 2) * width for i in range(len(labels))], vals, width, yerr=[errs_lo, errs_hi],
+                   capsize=3, label=vmm, color=bar_colors[vmm])
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.axhline(1.5, color="green", lw=0.8, ls="--", label="TLB target 1.5x")
         ax.set_xticks(range(len(labels)))
@@ -1176,8 +1196,10 @@ def sh_quote(arg):
 
 def write_report(res, cells, ratios, targets, plots, out_dir, path_for):
     emulated = res["emulated"]
+    with_ch = any(cfg.startswith("ch-") for (_, _, cfg) in cells)
     L = []
-    L.append("# PV features benchmark: pv-vmm and QEMU, PV on and off")
+    L.append("# PV features benchmark: pv-vmm, QEMU" + (" and Cloud Hypervisor" if with_ch else " and Cloud Hypervisor (not run)")
+             + ", PV on and off")
     L.append("")
     L.append(f"Generated by `{res['command']}` from the run started {res['run_started']} (report written {res['generated']}; git {res['pv_vmm']['git']}"
              f"{', uncommitted changes' if res['pv_vmm']['dirty'] else ''}); regenerate it with `scripts/bench`, do not edit it by hand.")
@@ -1200,8 +1222,13 @@ def write_report(res, cells, ratios, targets, plots, out_dir, path_for):
                 if v:
                     parts.append(f"{fmt_factor(v)} {'short of 1.5' if k == 'vs_1.5' else 'below QEMU' if k == 'vs_qemu' else 'over the limit'}")
             short = "; ".join(parts)
-        rows.append([t["text"], t["scenario"], t["metric"], fmt(t["pv_vmm"]), fmt(t["qemu"]), t["threshold"], verdict, short])
-    L.append(md_table(["target", "scenario", "measure", "pv-vmm", "QEMU", "threshold", "verdict", "by how much"], rows))
+        rows.append([t["text"], t["scenario"], t["metric"], fmt(t["pv_vmm"]), fmt(t["qemu"])]
+                    + ([fmt(t.get("ch"))] if with_ch else []) + [t["threshold"], verdict, short])
+    L.append(md_table(["target", "scenario", "measure", "pv-vmm", "QEMU"] + (["Cloud Hypervisor"] if with_ch else [])
+                      + ["threshold", "verdict", "by how much"], rows))
+    L.append("")
+    L.append("The verdict is pv-vmm's" + ("; Cloud Hypervisor's column is the same measure of the patched Cloud Hypervisor "
+             "(patches/cloud-hypervisor/), against the same threshold." if with_ch else "."))
     L.append("")
     for t in targets:
         L.append(f"- **{t['id']}** ({t['scenario']}): {t['why']}")
@@ -1229,7 +1256,7 @@ def write_report(res, cells, ratios, targets, plots, out_dir, path_for):
         L.append("## Boots run again")
         L.append("")
         L.append("These boots failed (a guest ended, was not ready in time, or did not finish a workload; in the lab "
-                 "its L2 fault, which comes to both VMMs' guests before and after they are up, or L1 crashing under "
+                 "its L2 fault, which comes to every VMM's guests before and after they are up, or L1 crashing under "
                  "a whole round), so the boot, or the round, ran again: each failed attempt's figures were "
                  "dropped whole and the figures above are the last attempt's. The console and stderr tails of each "
                  "failed attempt are in the run's stderr.txt:")
@@ -1244,24 +1271,32 @@ def write_report(res, cells, ratios, targets, plots, out_dir, path_for):
              f"the machine running `scripts/bench`: {res['outer_host']}.")
     L.append(f"- Host of the VMs: Linux {i.get('kernel_release')}, {i.get('cpus')} CPUs ({i.get('cpu_model')}), "
              f"{i.get('kvm_module')}, {int(i.get('mem_total_kb') or 0) // 1024} MiB, KVM halt_poll_ns {i.get('halt_poll_ns')}.")
-    L.append(f"- VMMs: {i.get('pv_vmm_version')} (git {res['pv_vmm']['git']}, sha256 {res['pv_vmm']['sha256'][:16]}…); {i.get('qemu_version')}.")
+    ch_line = ""
+    if res.get("ch"):
+        ch_line = (f"; {i.get('ch_version')} with this project's series (patches/cloud-hypervisor/, built by "
+                   f"`scripts/build-cloud-hypervisor --profile {res['ch']['profile']}`)")
+    L.append(f"- VMMs: {i.get('pv_vmm_version')} (git {res['pv_vmm']['git']}, sha256 {res['pv_vmm']['sha256'][:16]}…); "
+             f"{i.get('qemu_version')}{ch_line}.")
     L.append(f"- Guest: the Debian cloud kernel `{os.path.basename(res['guest']['kernel'])}` and the initramfs of "
              f"`scripts/build-guest-initramfs --init scripts/bench-lib/guest-init.sh` (busybox, `/bin/pv-load`), "
-             f"512 MiB per VM, the same kernel command line for both VMMs.")
+             f"512 MiB per VM, the same kernel command line for every VMM.")
     L.append(f"- {res['settings']['runs']} round(s); in each, every scenario and configuration once, interleaved "
-             f"(pv-vmm, QEMU, pv-vmm, QEMU, ...); {res['settings']['seconds']} s per workload; all VMs of a scenario "
+             f"(pv-vmm, QEMU{', Cloud Hypervisor' if with_ch else ''}, pv-vmm, ...); {res['settings']['seconds']} s per workload; all VMs of a scenario "
              "run the workload at the same moment (the host releases them together) and the host reads each VM's "
              "counters right before and right after it. Cells show min/median/max over the rounds.")
-    L.append("- PV **on** = each VMM's default (pv-vmm `--cpus boot=N`: every feature the host supports; QEMU `-cpu host`). "
+    L.append("- PV **on** = each VMM's default (pv-vmm and Cloud Hypervisor `--cpus boot=N`: every feature the host supports; "
+             "QEMU `-cpu host`). "
              "PV **off** = the four scalability features off and the rest kept (kvmclock, steal time, PV EOI, async PF), "
-             "in both VMMs alike: pv-vmm `kvm_pv=[` every feature but `pv_tlb_flush, pv_send_ipi, pv_sched_yield, pv_unhalt]`, "
+             "in every VMM alike: pv-vmm and Cloud Hypervisor `kvm_pv=[` every feature but `pv_tlb_flush, pv_send_ipi, "
+             "pv_sched_yield, pv_unhalt]`, "
              "QEMU `kvm-pv-tlb-flush=off,kvm-pv-ipi=off,kvm-pv-sched-yield=off,kvm-pv-unhalt=off`. Not `kvm_pv=off`/`kvm=off`: "
              "without kvmclock the guest's clock, and so the workload's own timing, would differ too.")
-    L.append("- **Dedicated** = pv-vmm `dedicated=on` (realtime hint, HLT/PAUSE/MWAIT/C-state exits disabled, no pv_unhalt); "
+    L.append("- **Dedicated** = pv-vmm and Cloud Hypervisor `dedicated=on` (realtime hint, HLT/PAUSE/MWAIT/C-state exits disabled, no pv_unhalt); "
              "QEMU `-cpu host,kvm-hint-dedicated=on -overcommit cpu-pm=on`. The bare host runs the same `pv-load` directly.")
-    L.append(f"- Counters: per VM, L1's debugfs `/sys/kernel/debug/kvm/<pid>-<fd>/<stat>` for both VMMs (the one source read the "
-             f"same way for both; sums over the VM's vCPUs); per vCPU (the sending vCPU 0), KVM's binary statistics through "
-             f"pv-vmm's API (`pv-remote counters`) and through QEMU's QMP `query-stats`; flushes requested through the steal-time "
+    L.append(f"- Counters: per VM, L1's debugfs `/sys/kernel/debug/kvm/<pid>-<fd>/<stat>` for every VMM (the one source read the "
+             f"same way for all; sums over the VM's vCPUs); per vCPU (the sending vCPU 0), KVM's binary statistics through "
+             f"pv-vmm's API (`pv-remote counters`), Cloud Hypervisor's (`ch-remote counters`, the series' `kvm_vcpu<N>` entries) "
+             f"and QEMU's QMP `query-stats`; flushes requested through the steal-time "
              f"record from the trace event `kvm:kvm_pv_tlb_flush` with need_flush_tlb=1, and exits by reason, hypercalls by number and "
              f"APIC register writes from `kvm:kvm_exit`, `kvm:kvm_hypercall`, `kvm:kvm_apic` (histogram triggers keyed by thread, "
              f"so per VM and per vCPU thread; available here: {i.get('trace_hists') or 'none'}).")
@@ -1348,23 +1383,31 @@ def write_report(res, cells, ratios, targets, plots, out_dir, path_for):
     for (scen, kind, cfg), cell in sorted(cells.items(), key=lambda kv: (SCENARIO_ORDER.index(kv[0][0]), KIND_ORDER.index(kv[0][1]), CONFIG_ORDER.index(kv[0][2]))):
         if not cfg.startswith("pv-vmm-"):
             continue
-        peer = "qemu-" + cfg[len("pv-vmm-"):]
+        setting = cfg[len("pv-vmm-"):]
+        peer, ch = "qemu-" + setting, "ch-" + setting
         other = cells.get((scen, kind, peer))
         if not other:
             continue
-        ti = timer_ipis(cells, scen, kind, (cfg, peer))
-        rows.append([scen, kind, cfg[len("pv-vmm-"):], fmt(med(cell["summary"]["per_s"])), fmt(med(other["summary"]["per_s"])),
-                     fmt(ratio(med(cell["summary"]["per_s"]), med(other["summary"]["per_s"]))),
-                     fmt(med(cell["summary"]["per_op"]["exits"])), fmt(med(other["summary"]["per_op"]["exits"])),
-                     fmt(ti[cfg]), fmt(ti[peer])])
+        chc = cells.get((scen, kind, ch))
+        ti = timer_ipis(cells, scen, kind, (cfg, peer, ch))
+        row = [scen, kind, setting, fmt(med(cell["summary"]["per_s"])), fmt(med(other["summary"]["per_s"])),
+               fmt(ratio(med(cell["summary"]["per_s"]), med(other["summary"]["per_s"]))),
+               fmt(med(cell["summary"]["per_op"]["exits"])), fmt(med(other["summary"]["per_op"]["exits"])),
+               fmt(ti[cfg]), fmt(ti[peer])]
+        if with_ch:
+            row += [fmt(med(chc["summary"]["per_s"])) if chc else "–",
+                    fmt(ratio(med(chc["summary"]["per_s"]), med(other["summary"]["per_s"]))) if chc else "–",
+                    fmt(med(chc["summary"]["per_op"]["exits"])) if chc else "–", fmt(ti[ch])]
+        rows.append(row)
     if rows:
-        L.append("## pv-vmm against QEMU, setting by setting")
+        L.append("## pv-vmm" + (", Cloud Hypervisor" if with_ch else "") + " and QEMU, setting by setting")
         L.append("")
         L.append("Throughput (median ops/s), exits per operation and timer-broadcast IPIs (LOCAL_TIMER vector) per operation, "
                  "same scenario, workload and PV setting:")
         L.append("")
         L.append(md_table(["scenario", "workload", "setting", "pv-vmm ops/s", "QEMU ops/s", "pv-vmm/QEMU", "pv-vmm exits/op",
-                           "QEMU exits/op", "pv-vmm timer IPIs/op", "QEMU timer IPIs/op"], rows))
+                           "QEMU exits/op", "pv-vmm timer IPIs/op", "QEMU timer IPIs/op"]
+                          + (["CH ops/s", "CH/QEMU", "CH exits/op", "CH timer IPIs/op"] if with_ch else []), rows))
         L.append("")
     if "ratios.png" in plots:
         L.append("## All on/off ratios")
@@ -1393,12 +1436,14 @@ def print_summary(res, targets, ratios):
     print(f"PV features benchmark: {res['settings']['runs']} round(s), {res['settings']['seconds']} s per workload, "
           f"{'EMULATED (KVM lab): ratios and counts only' if res['emulated'] else 'direct (hardware KVM)'}")
     for r in ratios:
-        print(f"  {r['scenario']:<12} {r['kind']:<10} {r['vmm']:<7} {r['ratio']:<20} throughput {fmt(r['throughput']):>7}  "
+        print(f"  {r['scenario']:<12} {r['kind']:<10} {r['vmm']:<16} {r['ratio']:<20} throughput {fmt(r['throughput']):>7}  "
               f"time/op {fmt(r['time_per_op']):>7}  exits/op {fmt(r['exits_per_op']):>6}")
     print("Targets:")
     for t in targets:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-        print(f"  {verdict:<12} {t['id']:<21} {t['scenario']:<12} pv-vmm {fmt(t['pv_vmm'])} (QEMU {fmt(t['qemu'])}), threshold {t['threshold']}")
+        ch = f", Cloud Hypervisor {fmt(t.get('ch'))}" if res.get("ch") else ""
+        print(f"  {verdict:<12} {t['id']:<21} {t['scenario']:<12} pv-vmm {fmt(t['pv_vmm'])} (QEMU {fmt(t['qemu'])}{ch}), "
+              f"threshold {t['threshold']}")
     if res["failures"]:
         print(f"FAILED boots: {len(res['failures'])}")
         for f in res["failures"]:
@@ -1443,6 +1488,7 @@ def main():
     ap.add_argument("--kernel", default="")
     ap.add_argument("--initramfs", default="")
     ap.add_argument("--pv-vmm-sha256", default="")
+    ap.add_argument("--ch-profile", default=None, help="the run booted the patched Cloud Hypervisor, built in this profile")
     ap.add_argument("--repo-paths", action="store_true", help="the report lives in the repository: relative links")
     ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args()
@@ -1514,13 +1560,14 @@ def main():
         "outer_host": args.outer_host,
         "host": info,
         "pv_vmm": {"git": args.git, "dirty": args.git_dirty not in ("", "0"), "sha256": args.pv_vmm_sha256},
+        "ch": {"profile": args.ch_profile} if args.ch_profile else None,
         "guest": {"kernel": args.kernel, "initramfs": args.initramfs, "memory_mib": 512,
                   "cmdline": "console=ttyS0 quiet panic=-1 pv.bench=<workloads> pv.secs=<seconds>"},
         "settings": {"runs": args.runs, "seconds": args.seconds, "scenarios": scenarios},
         "scenario_shape": shape,
         "commands": commands,
         "counter_sources": {
-            "per_vm": "L1 debugfs /sys/kernel/debug/kvm/<pid>-<fd>/<stat>, both VMMs",
+            "per_vm": "L1 debugfs /sys/kernel/debug/kvm/<pid>-<fd>/<stat>, every VMM",
             "per_vcpu": sorted(sources),
             "trace_events": "tracefs histogram triggers keyed by thread: " + (info.get("trace_hists") or "none available"),
         },

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs inside the KVM lab's L1 (busybox sh) or directly on a bare-metal host (any POSIX sh):
 # the guest workload benchmark of scripts/bench. For each round, each scenario, each VMM
-# configuration (interleaved: pv-vmm, QEMU, pv-vmm, QEMU, ...) it boots the VM(s), lets
+# configuration (interleaved: pv-vmm, QEMU, Cloud Hypervisor, pv-vmm, QEMU, ...) it boots the VM(s), lets
 # every guest run the scenario's workloads (scripts/bench-lib/guest-init.sh: the guest
 # waits for 'go' before each workload), reads the KVM counters of every VM right before and
 # right after each workload, and sends everything back as one compressed blob per boot.
@@ -14,6 +14,10 @@
 #   SECS      seconds per workload run (pv.secs)
 #   TIMEOUT   limit in seconds for a guest to boot, and beyond SECS for each workload
 #   SCENARIO  overcommit2 | overcommit3 | oversub | dedicated, with the workloads to run
+# Environment: BENCH_CH, BENCH_CH_REMOTE and BENCH_UNIX_CONSOLE (all three or none): the
+#   patched cloud-hypervisor, its ch-remote, and integration-tests/guest/unix-console; with
+#   them every scenario also boots Cloud Hypervisor (configs ch-*), whose serial console is
+#   its socket (it takes serial input from a terminal only) carried by unix-console.
 #
 # Scenarios, N = this host's CPUs:
 #   overcommitK  K VMs at once, N vCPUs each (the seed's overcommit, scaled to this host)
@@ -40,7 +44,12 @@ shift 9
 limit=$1
 shift
 
-for f in "$pvvmm" "$remote" "$qemu" "$qmp" "$pvload"; do
+ch=${BENCH_CH:-} ch_remote=${BENCH_CH_REMOTE:-} unix_console=${BENCH_UNIX_CONSOLE:-}
+if [ -n "$ch$ch_remote$unix_console" ] && { [ -z "$ch" ] || [ -z "$ch_remote" ] || [ -z "$unix_console" ]; }; then
+    echo "workloads-in-l1: BENCH_CH, BENCH_CH_REMOTE and BENCH_UNIX_CONSOLE go together" >&2
+    exit 2
+fi
+for f in "$pvvmm" "$remote" "$qemu" "$qmp" "$pvload" $ch $ch_remote $unix_console; do
     [ -x "$f" ] || { echo "workloads-in-l1: $f is not executable" >&2; exit 2; }
 done
 for f in "$kernel" "$initrd"; do
@@ -57,9 +66,10 @@ echo "@@INFO kvm_module=$(cut -d' ' -f1 /proc/modules 2>/dev/null | grep -E '^kv
 echo "@@INFO mem_total_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)@@"
 echo "@@INFO qemu_version=$("$qemu" -version 2>/dev/null | head -n1 | tr -d '@')@@"
 echo "@@INFO pv_vmm_version=$("$pvvmm" --version 2>/dev/null | head -n1 | tr -d '@')@@"
+[ -n "$ch" ] && echo "@@INFO ch_version=$("$ch" --version 2>/dev/null | head -n1 | tr -d '@')@@"
 echo "@@INFO halt_poll_ns=$(cat /sys/module/kvm/parameters/halt_poll_ns 2>/dev/null)@@"
 
-# KVM's per-VM statistics in debugfs: the one source read the same way for both VMMs.
+# KVM's per-VM statistics in debugfs: the one source read the same way for every VMM.
 if [ ! -d /sys/kernel/debug/kvm ]; then
     mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 fi
@@ -164,7 +174,8 @@ cmdline_for() {
 PV_OFF_LIST='[clocksource,nop_io_delay,clocksource2,async_pf,steal_time,pv_eoi,async_pf_vmexit,poll_control,async_pf_int,msi_ext_dest_id,clocksource_stable]'
 QEMU_OFF_FLAGS='kvm-pv-tlb-flush=off,kvm-pv-ipi=off,kvm-pv-sched-yield=off,kvm-pv-unhalt=off'
 
-# start_vm DIR INDEX CONFIG VCPUS KINDS: starts one VMM in the background; sets vm_pid_<i>.
+# start_vm DIR INDEX CONFIG VCPUS KINDS: starts one VMM in the background; sets vm_pid_<i>
+# (and console_pid_<i>, the console helper of a Cloud Hypervisor VM, or nothing).
 start_vm() {
     d=$1 i=$2 cfg=$3 n=$4 kinds=$5
     fifo=$d/vm$i.in
@@ -173,15 +184,23 @@ start_vm() {
     eval "exec $((i + 2))<>\"\$fifo\""
     sock=$d/vm$i.sock
     append=$(cmdline_for "$kinds")
+    # pv-vmm and the patched Cloud Hypervisor take the same --cpus words.
+    case "${cfg##*-}" in
+    on | default) cpus="boot=$n" ;;
+    off) cpus="boot=$n,kvm_pv=$PV_OFF_LIST" ;;
+    dedicated) cpus="boot=$n,dedicated=on" ;;
+    esac
+    serial=""
     case "$cfg" in
     pv-vmm-*)
-        case "$cfg" in
-        pv-vmm-on | pv-vmm-default) cpus="boot=$n" ;;
-        pv-vmm-off) cpus="boot=$n,kvm_pv=$PV_OFF_LIST" ;;
-        pv-vmm-dedicated) cpus="boot=$n,dedicated=on" ;;
-        esac
         set -- "$pvvmm" --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" \
             --memory size=512M --serial tty --cmdline "$append" --api-socket "path=$sock"
+        ;;
+    ch-*)
+        serial=$d/vm$i.serial
+        set -- "$ch" --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" \
+            --memory size=512M --console off --serial "socket=$serial" --cmdline "$append" \
+            --api-socket "path=$sock"
         ;;
     qemu-*)
         extra=""
@@ -198,8 +217,18 @@ start_vm() {
     esac
     # The command line as run, one argument per line (for the report).
     printf '%s\n' "$@" >"$d/vm$i.cmd"
-    "$@" <"$fifo" >"$d/vm$i.log" 2>"$d/vm$i.err" &
-    eval "vm_pid_$i=\$!"
+    eval "console_pid_$i="
+    if [ -z "$serial" ]; then
+        "$@" <"$fifo" >"$d/vm$i.log" 2>"$d/vm$i.err" &
+        eval "vm_pid_$i=\$!"
+    else
+        # The guest's console goes through the serial socket: unix-console carries the
+        # fifo's lines to it and its output to the log, until the VMM closes it.
+        "$@" </dev/null >"$d/vm$i.out" 2>"$d/vm$i.err" &
+        eval "vm_pid_$i=\$!"
+        "$unix_console" "$serial" 60 <"$fifo" >"$d/vm$i.log" 2>"$d/vm$i.console.err" &
+        eval "console_pid_$i=\$!"
+    fi
 }
 
 pid_of() { eval "echo \$vm_pid_$1"; }
@@ -210,8 +239,12 @@ sample() {
     p=$(pid_of "$i")
     f=$d/$tag.vm$i
     now_cs >"$f.t"
-    for dir in /sys/kernel/debug/kvm/"$p"-*; do
-        [ -d "$dir" ] && grep -H . "$dir"/* >"$f.debugfs" 2>/dev/null
+    # KVM names the VM's directory after the thread that created it: the main thread for
+    # pv-vmm and QEMU, Cloud Hypervisor's vmm thread.
+    for t in /proc/"$p"/task/*; do
+        for dir in /sys/kernel/debug/kvm/"${t##*/}"-*; do
+            [ -d "$dir" ] && grep -H . "$dir"/* >"$f.debugfs" 2>/dev/null
+        done
     done
     # The VMM's threads with their names (vcpu0 for pv-vmm, 'CPU 0/KVM' for QEMU).
     grep -H . /proc/"$p"/task/*/comm >"$f.tasks" 2>/dev/null
@@ -225,6 +258,7 @@ sample() {
     done
     case "$cfg" in
     pv-vmm-*) "$remote" --api-socket "$d/vm$i.sock" counters >"$f.api.json" 2>"$f.api.err" ;;
+    ch-*) "$ch_remote" --api-socket "$d/vm$i.sock" counters >"$f.api.json" 2>"$f.api.err" ;;
     qemu-*)
         "$qmp" "$d/vm$i.sock" \
             '{"execute":"query-stats","arguments":{"target":"vcpu","providers":[{"provider":"kvm"}]}}' \
@@ -353,8 +387,19 @@ run_boot() {
         done
         wait "$p" 2>/dev/null
         echo "$?" >"$d/vm$i.exit"
+        c=$(eval "echo \$console_pid_$i")
+        if [ -n "$c" ]; then
+            # It ends when the VMM closes the socket, after the guest's last output; a VMM
+            # that was killed may leave it waiting.
+            t0=$(now_cs)
+            while kill -0 "$c" 2>/dev/null && [ $(($(now_cs) - t0)) -lt 300 ]; do
+                sleep 0.1
+            done
+            kill "$c" 2>/dev/null
+            wait "$c" 2>/dev/null
+        fi
         eval "exec $((i + 2))>&-"
-        rm -f "$d/vm$i.in" "$d/vm$i.sock"
+        rm -f "$d/vm$i.in" "$d/vm$i.sock" "$d/vm$i.serial"
         i=$((i + 1))
     done
     seconds=$(($(now_cs) - t_boot))
@@ -433,6 +478,15 @@ emit() {
     rm -rf "$1"
 }
 
+# configs SETTING...: the boots of each setting, interleaved by VMM (pv-vmm, QEMU, Cloud
+# Hypervisor when it is given).
+configs() {
+    for setting; do
+        echo "pv-vmm-$setting qemu-$setting"
+        [ -n "$ch" ] && echo "ch-$setting"
+    done
+}
+
 # PV_BENCH_FIRST_ROUND: the number of this run's first round (scripts/bench runs one round
 # per lab run).
 round=${PV_BENCH_FIRST_ROUND:-1}
@@ -448,17 +502,17 @@ while [ "$round" -le "$last_round" ]; do
         scen=${spec%%=*} kinds=${spec#*=}
         case "$scen" in
         overcommit[0-9])
-            for cfg in pv-vmm-on qemu-on pv-vmm-off qemu-off; do
+            for cfg in $(configs on off); do
                 boot "$round" "$scen" "$cfg" "$kinds" "${scen#overcommit}" "$ncpus"
             done
             ;;
         oversub)
-            for cfg in pv-vmm-on qemu-on pv-vmm-off qemu-off; do
+            for cfg in $(configs on off); do
                 boot "$round" "$scen" "$cfg" "$kinds" 1 $((2 * ncpus))
             done
             ;;
         dedicated)
-            for cfg in pv-vmm-default qemu-default pv-vmm-dedicated qemu-dedicated; do
+            for cfg in $(configs default dedicated); do
                 boot "$round" "$scen" "$cfg" "$kinds" 1 "$ncpus"
             done
             run_bare "$round" "$scen" "$kinds"
