@@ -17,8 +17,9 @@
 #   TRACEFS=off leaves the host's tracing alone (the host-side tests of this script).
 #   CASE is four words: NAME CPUS HOG WORK
 #   NAME  a label
-#   CPUS  the --cpus value; OVER is replaced by twice this host's CPU count (at most 16),
-#         HOSTCPUS by this host's CPU count
+#   CPUS  the --cpus value; OVER is replaced by twice this host's CPU count (at least 4,
+#         for a multicast with several destinations; at most 16), HOSTCPUS by this host's
+#         CPU count
 #   HOG   0, or 'host': one busy loop per host CPU while the workloads run
 #   WORK  '-' (boot, report, power off), a comma list of KIND:SECONDS for /bin/pv-load in
 #         the guest (e.g. ipi:3,tlb:3), or 'refuse' (pv-vmm must refuse the configuration
@@ -52,6 +53,7 @@ shift 5
 
 ncpu=$(grep -c '^processor' /proc/cpuinfo)
 over=$((2 * ncpu))
+[ "$over" -lt 4 ] && over=4
 [ "$over" -gt 16 ] && over=16
 
 # tracefs, where the host has it, counts what the KVM statistics cannot tell apart:
