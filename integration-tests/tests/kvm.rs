@@ -14,16 +14,27 @@ use std::time::{Duration, Instant};
 use integration_tests::hostile::HostileGuests;
 use integration_tests::{ok, run_script, script, vmm_binaries};
 
-/// `ch-remote` of the patched Cloud Hypervisor (the dev build the lab tests use).
-fn ch_remote() -> PathBuf {
+/// The directory with the patched Cloud Hypervisor's `cloud-hypervisor` and `ch-remote`
+/// (the dev build the lab tests use).
+fn cloud_hypervisor_dir() -> PathBuf {
     let out = ok(run_script(
         &script("build-cloud-hypervisor"),
         &["--profile", "dev"],
     ));
-    let dir = out.lines().last().expect("the binaries' directory");
-    let remote = Path::new(dir).join("ch-remote");
-    assert!(remote.is_file(), "{} missing", remote.display());
-    remote
+    let dir = PathBuf::from(out.lines().last().expect("the binaries' directory"));
+    for binary in ["cloud-hypervisor", "ch-remote"] {
+        assert!(
+            dir.join(binary).is_file(),
+            "{binary} missing in {}",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// `ch-remote` of the patched Cloud Hypervisor.
+fn ch_remote() -> PathBuf {
+    cloud_hypervisor_dir().join("ch-remote")
 }
 
 /// One pv-vmm with an API socket, killed when dropped.
@@ -34,12 +45,14 @@ struct Vmm {
 }
 
 impl Vmm {
-    fn start(pv_vmm: &Path) -> Self {
-        let dir = std::env::temp_dir().join(format!("ch-remote-{}", std::process::id()));
+    /// Starts pv-vmm in a scratch directory of its own (`name`: the tests run in parallel).
+    fn start(pv_vmm: &Path, name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let socket = dir.join("api.sock");
         let child = Command::new(pv_vmm)
+            .arg("-v")
             .arg("--api-socket")
             .arg(format!("path={}", socket.display()))
             .stdin(Stdio::null())
@@ -82,7 +95,7 @@ fn ch_remote_drives_pv_vmm_through_a_whole_lifecycle() {
     let remote = ch_remote();
     let (pv_vmm, _) = vmm_binaries();
     let guests = ok(HostileGuests::build());
-    let vmm = Vmm::start(&pv_vmm);
+    let vmm = Vmm::start(&pv_vmm, "ch-remote-lifecycle");
     let run = |args: &[&str]| {
         Command::new(&remote)
             .arg("--api-socket")
@@ -181,4 +194,86 @@ fn ch_remote_drives_pv_vmm_through_a_whole_lifecycle() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "pv-vmm: {status:?}: {}", vmm.stderr());
+}
+
+/// The config Cloud Hypervisor's own `vm.info` returns (the patched Cloud Hypervisor, on
+/// this host: creating a VM needs no guest to run) creates and boots a VM in pv-vmm, which
+/// names in one log line the default devices it does not provide.
+#[test]
+fn cloud_hypervisors_own_vm_info_config_creates_a_pv_vmm_vm() {
+    let dir = cloud_hypervisor_dir();
+    let remote = dir.join("ch-remote");
+    let (pv_vmm, _) = vmm_binaries();
+    let guests = ok(HostileGuests::build());
+    let work = std::env::temp_dir().join(format!("ch-config-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("temp dir");
+    let remote_on = |socket: &Path, args: &[&str], stdin: Option<&str>| {
+        let mut child = Command::new(&remote)
+            .arg("--api-socket")
+            .arg(socket)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ch-remote");
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write");
+        }
+        let out = child.wait_with_output().expect("ch-remote");
+        assert!(out.status.success(), "ch-remote {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // Cloud Hypervisor's own config for a minimal VM.
+    let ch_socket = work.join("ch.sock");
+    let mut ch = Command::new(dir.join("cloud-hypervisor"))
+        .arg("--api-socket")
+        .arg(format!("path={}", ch_socket.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cloud-hypervisor");
+    let start = Instant::now();
+    while !ch_socket.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no Cloud Hypervisor socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let minimal = serde_json::json!({"payload": {"kernel": guests.idle, "cmdline": "idle"}});
+    remote_on(&ch_socket, &["create"], Some(&minimal.to_string()));
+    let info: serde_json::Value =
+        serde_json::from_str(&remote_on(&ch_socket, &["info"], None)).expect("vm.info JSON");
+    let _ = ch.kill();
+    let _ = ch.wait();
+    let config = info["config"].to_string();
+    assert!(
+        config.contains("\"rng\"") && config.contains("\"hotplug_method\""),
+        "{config}"
+    );
+
+    let vmm = Vmm::start(&pv_vmm, "ch-config-pv-vmm");
+    remote_on(&vmm.socket, &["create"], Some(&config));
+    remote_on(&vmm.socket, &["boot"], None);
+    let info: serde_json::Value =
+        serde_json::from_str(&remote_on(&vmm.socket, &["info"], None)).expect("vm.info JSON");
+    assert_eq!(info["state"], "Running", "{info}");
+    let log = vmm.stderr();
+    assert!(
+        log.contains(
+            "Cloud Hypervisor's default devices that pv-vmm does not provide: virtio-rng, virtio-console"
+        ),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&work);
 }

@@ -134,7 +134,11 @@ pub fn parse_memory(value: &str) -> Result<MemoryConfig, ConfigError> {
         None => DEFAULT_MEMORY,
         Some(size) => parse_memory_size(&size)?,
     };
-    Ok(MemoryConfig { size, thp })
+    Ok(MemoryConfig {
+        size,
+        thp,
+        ..MemoryConfig::default()
+    })
 }
 
 /// `--memory size=`: bytes with an optional K, M or G suffix, within the supported range.

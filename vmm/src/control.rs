@@ -160,6 +160,13 @@ impl Vmm {
             .check()
             .map_err(|e| ApiError::BadRequest(format!("vm.create: {e}")))?;
         let validated = self.validate(&config)?;
+        let missing = config.not_provided();
+        if !missing.is_empty() {
+            log::info!(
+                "vm.create: Cloud Hypervisor's default devices that pv-vmm does not provide: {}",
+                missing.join(", ")
+            );
+        }
         for warning in &validated.warnings {
             log::warn!("{warning}");
         }
@@ -588,6 +595,7 @@ mod tests {
                 cmdline: String::new(),
             },
             serial: Default::default(),
+            cloud_hypervisor: Default::default(),
         };
         let err = vmm
             .handle(ApiRequest::VmCreate(Box::new(config)))

@@ -145,9 +145,9 @@ fn client_mistakes_get_4xx_and_the_vmm_keeps_serving() {
         (
             "PUT",
             "/api/v1/vm.create",
-            br#"{"payload":{"kernel":"/k"},"disks":[]}"#,
+            br#"{"payload":{"kernel":"/k"},"disks":[{"path":"/d"}]}"#,
             400,
-            "unknown field `disks`",
+            "pv-vmm does not implement disks",
         ),
         (
             "PUT",
