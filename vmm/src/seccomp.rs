@@ -17,7 +17,7 @@
 //! `true`: a forbidden system call raises SIGSYS; the handler prints one line naming the
 //! thread kind and the system call number and ends the process with status 1 (as a KVM
 //! internal error does). One exception: on every thread but the main one, opening a file
-//! fails with `EACCES` instead ([`OPEN_REFUSED`]), because glibc's allocator opens
+//! fails with `EACCES` instead (`OPEN_REFUSED`), because glibc's allocator opens
 //! `/proc/sys/vm/overcommit_memory` the first time it shrinks a thread's heap and copes
 //! with the refusal, and a VMM must not die of an allocator's housekeeping. `log`: the
 //! kernel logs the call (audit, `dmesg`) and lets it through. `false`: no filter.
