@@ -431,6 +431,41 @@ fn a_body_that_never_arrives_gets_408() {
     );
 }
 
+/// pv-vmm with RLIMIT_NOFILE at 64 (so a connection limit of 16) and its API socket in
+/// `dir`, once the socket exists.
+fn pv_vmm_with_64_fds(
+    dir: &std::path::Path,
+    stderr: std::process::Stdio,
+) -> (std::process::Child, std::path::PathBuf) {
+    let socket = dir.join("api.sock");
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec '{}' --api-socket 'path={}'",
+            env!("CARGO_BIN_EXE_pv-vmm"),
+            socket.display()
+        ))
+        .stderr(stderr)
+        .spawn()
+        .expect("starting pv-vmm");
+    let start = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed().as_secs() < 10, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    (child, socket)
+}
+
+/// Pings until pv-vmm answers 200 again after a flood of connections closed (until it has
+/// seen them go a client gets 503, or is closed), at most 5 s.
+fn wait_served_again(socket: &std::path::Path) {
+    let start = std::time::Instant::now();
+    while try_ping(socket) != Some(200) {
+        assert!(start.elapsed().as_secs() < 5, "not served again");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Found by hand while hardening: with its file descriptors exhausted by idle clients,
 /// pv-vmm's accept loop spun on EMFILE, logging thousands of warnings a second, and a
 /// reboot could no longer open the kernel. Connections are now capped below the limit and
@@ -440,22 +475,7 @@ fn a_body_that_never_arrives_gets_408() {
 #[test]
 fn clients_cannot_exhaust_the_vmms_file_descriptors() {
     let dir = vmm_sys_util::tempdir::TempDir::new().expect("tempdir");
-    let socket = dir.as_path().join("api.sock");
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 64 && exec '{}' --api-socket 'path={}'",
-            env!("CARGO_BIN_EXE_pv-vmm"),
-            socket.display()
-        ))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting pv-vmm");
-    let start = std::time::Instant::now();
-    while !socket.exists() {
-        assert!(start.elapsed().as_secs() < 10, "no socket");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let (mut child, socket) = pv_vmm_with_64_fds(dir.as_path(), std::process::Stdio::piped());
     let held: Vec<_> = (0..100)
         .map(|_| std::os::unix::net::UnixStream::connect(&socket).expect("connect"))
         .collect();
@@ -465,12 +485,7 @@ fn clients_cannot_exhaust_the_vmms_file_descriptors() {
         .count();
     assert!(fds <= 32, "pv-vmm holds {fds} descriptors of its 64");
     drop(held);
-    // Served again once it has seen them go (until then a client gets 503, or is closed).
-    let start = std::time::Instant::now();
-    while try_ping(&socket) != Some(200) {
-        assert!(start.elapsed().as_secs() < 5, "not served again");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_served_again(&socket);
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -485,22 +500,7 @@ fn clients_cannot_exhaust_the_vmms_file_descriptors() {
 fn beyond_the_connection_limit_clients_get_503_at_once() {
     use std::io::{Read, Write};
     let dir = vmm_sys_util::tempdir::TempDir::new().expect("tempdir");
-    let socket = dir.as_path().join("api.sock");
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 64 && exec '{}' --api-socket 'path={}'",
-            env!("CARGO_BIN_EXE_pv-vmm"),
-            socket.display()
-        ))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting pv-vmm");
-    let start = std::time::Instant::now();
-    while !socket.exists() {
-        assert!(start.elapsed().as_secs() < 10, "no socket");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let (mut child, socket) = pv_vmm_with_64_fds(dir.as_path(), std::process::Stdio::null());
     let held: Vec<_> = (0..16)
         .map(|_| std::os::unix::net::UnixStream::connect(&socket).expect("connect"))
         .collect();
@@ -534,11 +534,7 @@ fn beyond_the_connection_limit_clients_get_503_at_once() {
         assert!(took < std::time::Duration::from_secs(2), "{took:?}");
     }
     drop(held);
-    let start = std::time::Instant::now();
-    while try_ping(&socket) != Some(200) {
-        assert!(start.elapsed().as_secs() < 5, "not served again");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_served_again(&socket);
     let _ = child.kill();
     let _ = child.wait();
 }
