@@ -157,19 +157,12 @@ pub fn json(c: &CaseResult, kind: &str, label: &str) -> Value {
         .unwrap_or_else(|e| panic!("case {}: {kind} {label} is not JSON ({e}): {text}", c.name))
 }
 
-/// Each vCPU's entry of a vm.counters answer, in vCPU order, whichever VMM's shape it has.
-fn vcpus(counters: &Value) -> Vec<&Value> {
-    if let Some(all) = counters["vcpus"].as_array() {
-        return all.iter().collect();
-    }
+/// Each vCPU's entry of a vm.counters answer (Cloud Hypervisor's `VmCounters` shape, both
+/// VMMs: `kvm_vcpu<N>` objects of integers), in vCPU order.
+pub fn vcpus(counters: &Value) -> Vec<&Value> {
     (0..)
         .map_while(|id| counters.get(format!("kvm_vcpu{id}")))
         .collect()
-}
-
-/// A vCPU's KVM statistic `name` from its entry.
-fn vcpu_stat(vcpu: &Value, name: &str) -> Option<u64> {
-    vcpu["stats"][name].as_u64().or_else(|| vcpu[name].as_u64())
 }
 
 /// Each vCPU's steal time (ns) in its steal-time record; `None` where it has no readable
@@ -177,10 +170,12 @@ fn vcpu_stat(vcpu: &Value, name: &str) -> Option<u64> {
 pub fn vcpu_steal_ns(counters: &Value) -> Vec<Option<u64>> {
     vcpus(counters)
         .into_iter()
-        .map(|v| match v.get("steal_time") {
-            Some(st) => st["record"]["steal_ns"].as_u64(),
-            None if v["steal_time_enabled"] == 1 => v["steal_time_ns"].as_u64(),
-            None => None,
+        .map(|v| {
+            if v["steal_time_enabled"] == 1 {
+                v["steal_time_ns"].as_u64()
+            } else {
+                None
+            }
         })
         .collect()
 }
@@ -189,7 +184,7 @@ pub fn vcpu_steal_ns(counters: &Value) -> Vec<Option<u64>> {
 pub fn vcpu_steal_enabled(counters: &Value) -> Vec<bool> {
     vcpus(counters)
         .into_iter()
-        .map(|v| v["steal_time"]["state"] == "enabled" || v["steal_time_enabled"] == 1)
+        .map(|v| v["steal_time_enabled"] == 1)
         .collect()
 }
 
@@ -197,7 +192,7 @@ pub fn vcpu_steal_enabled(counters: &Value) -> Vec<bool> {
 pub fn vcpu_sum(counters: &Value, name: &str) -> u64 {
     vcpus(counters)
         .into_iter()
-        .filter_map(|v| vcpu_stat(v, name))
+        .filter_map(|v| v[name].as_u64())
         .sum()
 }
 
@@ -573,22 +568,18 @@ mod tests {
     }
 
     #[test]
-    fn counters_of_either_vmm_read_alike() {
-        let pv_vmm = serde_json::json!({"vcpus": [
-            {"stats": {"halt_exits": 3}, "steal_time": {"state": "enabled", "record": {"steal_ns": 10}}},
-            {"stats": {"halt_exits": 4}, "steal_time": {"state": "not_advertised"}},
-        ]});
-        let ch = serde_json::json!({
+    fn counters_are_read_in_cloud_hypervisors_shape() {
+        let c = serde_json::json!({
             "kvm_vm": {"remote_tlb_flush": 1},
             "kvm_vcpu0": {"halt_exits": 3, "steal_time_enabled": 1, "steal_time_ns": 10},
             "kvm_vcpu1": {"halt_exits": 4, "steal_time_enabled": 0},
+            "vmm_exits_vcpu0": {"io": 9},
             "_disk0": {"read_bytes": 512},
         });
-        for c in [&pv_vmm, &ch] {
-            assert_eq!(vcpu_sum(c, "halt_exits"), 7, "{c}");
-            assert_eq!(vcpu_steal_ns(c), vec![Some(10), None], "{c}");
-            assert_eq!(vcpu_steal_enabled(c), vec![true, false], "{c}");
-        }
+        assert_eq!(vcpus(&c).len(), 2);
+        assert_eq!(vcpu_sum(&c, "halt_exits"), 7, "{c}");
+        assert_eq!(vcpu_steal_ns(&c), vec![Some(10), None], "{c}");
+        assert_eq!(vcpu_steal_enabled(&c), vec![true, false], "{c}");
         assert_eq!(vcpu_sum(&serde_json::json!({}), "halt_exits"), 0);
     }
 }

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use integration_tests::features::{vcpu_steal_enabled, vcpu_sum, vcpus};
 use integration_tests::{ok, repo_root, report_retry, vmm_binaries, GuestAssets, LabCommand};
 
 /// What the case script printed.
@@ -123,14 +124,6 @@ impl Run {
     }
 }
 
-/// The sum over the vCPUs of a statistic in a vm.counters answer.
-fn vcpu_sum(counters: &serde_json::Value, name: &str) -> u64 {
-    counters["vcpus"]
-        .as_array()
-        .map(|v| v.iter().filter_map(|c| c["stats"][name].as_u64()).sum())
-        .unwrap_or(0)
-}
-
 fn hints_of(boot: &[&str]) -> Option<u32> {
     boot.iter().find_map(|l| {
         let rest = l.split_once("@@CPUID-KVM ")?.1;
@@ -230,12 +223,8 @@ fn lab_api_drives_a_running_guest() {
     );
     let c0 = run.json("counters0");
     let c1 = run.json("counters1");
-    let vcpus = c0["vcpus"].as_array().expect("vcpus");
-    assert_eq!(vcpus.len(), 4);
-    for v in vcpus {
-        assert_eq!(v["steal_time"]["state"], "enabled", "{v}");
-    }
-    assert!(c0["vm"].is_object(), "{c0}");
+    assert_eq!(vcpu_steal_enabled(&c0), [true; 4], "{c0}");
+    assert!(c0["kvm_vm"].is_object(), "{c0}");
 
     // halt_poll_ns=0 applies now: in the plan, in vm.info, and in the statistics.
     let plan = run.json("pv_halt0");
@@ -319,7 +308,7 @@ fn lab_api_drives_a_running_guest() {
     // Pause and resume.
     assert_eq!(run.json("info_paused")["state"], "Paused");
     let paused = run.json("counters_paused");
-    assert_eq!(paused["vcpus"].as_array().map(Vec::len), Some(4));
+    assert_eq!(vcpus(&paused).len(), 4, "{paused}");
     assert!(
         run.marks.iter().any(|m| m == "console-after-resume"),
         "{}",

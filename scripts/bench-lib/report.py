@@ -65,7 +65,7 @@ CONFIG_ORDER = [prefix + s for pair in (("on", "off"), ("default", "dedicated"))
 # Counters reported per operation. From debugfs (per VM, summed over its vCPUs) unless said.
 COUNTERS = [
     ("exits", "every VM exit (debugfs)"),
-    ("sender_exits", "exits of vCPU 0, where the sending/unmapping/waking thread runs (KVM binary statistics per vCPU, through pv-vmm's API or QEMU's QMP)"),
+    ("sender_exits", "exits of vCPU 0, where the sending/unmapping/waking thread runs (KVM binary statistics per vCPU, through pv-vmm's and Cloud Hypervisor's vm.counters or QEMU's QMP)"),
     ("send_exits", "exits of vCPU 0 that send an IPI: ICR writes (x2APIC MSR or xAPIC MMIO, trace event kvm_apic) plus KVM_HC_SEND_IPI hypercalls (kvm_hypercall nr 10)"),
     ("multicast_sends", "of those, the ones with the function-call vector (0xfc): the exits that send membarrier's multicast"),
     ("hypercalls", "hypercalls (debugfs): PV send-IPI, PV sched yield, kick"),
@@ -338,15 +338,13 @@ VCPU_KEY_RE = re.compile(r"kvm_vcpu(\d+)$")
 
 
 def vcpu_stats_of_counters(doc):
-    """Per-vCPU statistics from a vm.counters answer, and which shape it had: pv-vmm's own
-    ({"vcpus": [{"id", "stats"}]}) or Cloud Hypervisor's VmCounters, where the series puts
-    each vCPU's counters under "kvm_vcpu<N>" (hypervisor_glue::counters)."""
-    if "vcpus" in doc:
-        return {int(v["id"]): numbers(v.get("stats") or {}) for v in doc["vcpus"]}, "pv-vmm API (vm.counters)"
+    """Per-vCPU statistics from a vm.counters answer in Cloud Hypervisor's VmCounters shape,
+    which pv-vmm and the patched Cloud Hypervisor both give: each vCPU's counters under
+    "kvm_vcpu<N>" (hypervisor_glue::counters)."""
     out = {int(m.group(1)): numbers(v) for k, v in doc.items() if (m := VCPU_KEY_RE.match(k))}
     if not out:
         raise ValueError("vm.counters has no per-vCPU entries")
-    return out, "Cloud Hypervisor API (vm.counters, VmCounters kvm_vcpu<N>)"
+    return out, "the VMM's vm.counters (VmCounters kvm_vcpu<N>)"
 
 
 def read_vcpu0_thread(prefix):
@@ -1295,7 +1293,7 @@ def write_report(res, cells, ratios, targets, plots, out_dir, path_for):
              "QEMU `-cpu host,kvm-hint-dedicated=on -overcommit cpu-pm=on`. The bare host runs the same `pv-load` directly.")
     L.append(f"- Counters: per VM, L1's debugfs `/sys/kernel/debug/kvm/<pid>-<fd>/<stat>` for every VMM (the one source read the "
              f"same way for all; sums over the VM's vCPUs); per vCPU (the sending vCPU 0), KVM's binary statistics through "
-             f"pv-vmm's API (`pv-remote counters`), Cloud Hypervisor's (`ch-remote counters`, the series' `kvm_vcpu<N>` entries) "
+             f"the VMMs' vm.counters in Cloud Hypervisor's VmCounters shape (`pv-remote counters`, `ch-remote counters`: `kvm_vcpu<N>`) "
              f"and QEMU's QMP `query-stats`; flushes requested through the steal-time "
              f"record from the trace event `kvm:kvm_pv_tlb_flush` with need_flush_tlb=1, and exits by reason, hypercalls by number and "
              f"APIC register writes from `kvm:kvm_exit`, `kvm:kvm_hypercall`, `kvm:kvm_apic` (histogram triggers keyed by thread, "

@@ -27,10 +27,9 @@ def hist(rows, field):
 
 
 def api(vcpu0, vcpu1):
-    return json.dumps({"vm": {"remote_tlb_flush": 0}, "vcpus": [
-        {"id": 0, "stats": dict(vcpu0, halt_wait_hist=[0, 1]), "steal_time": {}},
-        {"id": 1, "stats": vcpu1, "steal_time": {}},
-    ]})
+    """A vm.counters answer (VmCounters: objects of integers, as pv-vmm gives it)."""
+    return json.dumps({"kvm_vm": {"remote_tlb_flush": 0}, "kvm_vcpu0": dict(vcpu0, steal_time_enabled=0),
+                       "kvm_vcpu1": vcpu1, "vmm_exits_vcpu0": {"io": 3}, "vmm_exits": {"io": 3}})
 
 
 class BootFixture:
@@ -102,7 +101,7 @@ class LoadBoot(unittest.TestCase):
             # 50 ICR writes and 90 SEND_IPI hypercalls with vector 0xfc, 10 with 0xec.
             self.assertEqual(run["sender_breakdown_per_op"]["ipis_by_vector"], {"236": 0.1, "252": 1.4})
             self.assertEqual(run["breakdown_per_op"]["ipis_by_vector"], {"236": 0.1, "252": 1.4, "253": 0.0})
-            self.assertEqual(boot["vcpu_source"], "pv-vmm API (vm.counters)")
+            self.assertEqual(boot["vcpu_source"], "the VMM's vm.counters (VmCounters kvm_vcpu<N>)")
             self.assertEqual(boot["guests"][0]["features"], "0x01007efb")
             self.assertEqual(boot["guests"][0]["kvm_guest_lines"], ["setup PV IPIs"])
             self.assertEqual(boot["guests"][0]["info"], {"apic": "physical x2apic"})
@@ -180,7 +179,7 @@ class Parsing(unittest.TestCase):
             write(prefix + ".api.json", json.dumps(doc))
             stats, src = report.read_vcpu_stats(prefix)
             self.assertEqual(stats, {0: {"exits": 4, "hypercalls": 2}, 1: {"exits": 9, "steal_time_ns": 40}})
-            self.assertIn("Cloud Hypervisor", src)
+            self.assertIn("kvm_vcpu", src)
             # Counters without vCPU entries (an unpatched Cloud Hypervisor), or an error
             # message instead of JSON: no per-vCPU figures, never made-up ones.
             for text in (json.dumps({"serial": {"out_bytes": 1}}), "Error: ch-remote exited", "[1, 2]"):

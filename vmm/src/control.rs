@@ -469,11 +469,15 @@ impl Vmm {
                 None,
             ),
         };
+        // Each vCPU's steal-time record as its MSR locates it (the numbers are vm.counters';
+        // what an MSR value that locates no record is, and why, is said here).
+        let steal_time = self.vm.as_ref().map(|vm| vm.steal_times());
         Ok(json!({
             "config": config,
             "state": self.state,
             "memory_actual_size": config.memory.size,
             "pv": pv,
+            "steal_time": steal_time,
             "cpuid_blocks": cpuid_blocks,
             "hyperv": hyperv,
             "host": host,

@@ -95,6 +95,20 @@ pub struct VmmExits {
 }
 
 impl VmmExits {
+    /// The counts by kind's name, for `vm.counters`.
+    pub fn entries(self) -> std::collections::BTreeMap<String, u64> {
+        [
+            ("io", self.io),
+            ("mmio", self.mmio),
+            ("hypercall", self.hypercall),
+            ("msr", self.msr),
+            ("other", self.other),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     /// The sum of two counts, kind by kind (saturating).
     pub fn plus(self, other: VmmExits) -> VmmExits {
         VmmExits {

@@ -18,13 +18,14 @@
 //! disabled, in which case the vCPU halts in guest mode and the count stays 0); PV send-IPI,
 //! PV sched yield and PV unhalt kicks are served by KVM without user-space exits.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use hypervisor_glue::change::ImmediateAction;
-use hypervisor_glue::counters::{MsrRead, StealTime};
+use hypervisor_glue::counters::{vcpu_key, MsrRead, StealTime, VM_KEY};
 use hypervisor_glue::hooks::HookError;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
@@ -37,7 +38,6 @@ use pv_features::host::HostPv;
 use pv_features::hyperv::HypervReport;
 use pv_features::setup::PvVm;
 use pv_features::stats::{Stats, StatsFd};
-use serde::Serialize;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -336,54 +336,74 @@ impl RunningVm {
         vcpu::resume_all(&self.shared)
     }
 
-    /// The KVM statistics of the VM and of each vCPU, each vCPU's steal-time record and
-    /// the exits that reached pv-vmm. Whatever the guest wrote into its steal-time MSR, the
-    /// answer is a report (an `invalid` record names the value and the problem), never an
-    /// error.
-    pub fn counters(&self) -> Counters {
-        let read = |stats: Option<&StatsFd>| -> Result<Option<Stats>, String> {
-            stats
-                .map(|s| s.read().map_err(|e| e.to_string()))
-                .transpose()
+    /// `vm.counters` in Cloud Hypervisor's `VmCounters` shape, an object of objects of
+    /// integers: `kvm_vm` (the VM's KVM statistics), `kvm_vcpu<N>` (vCPU N's KVM statistics
+    /// and its steal-time entries, as `hypervisor_glue::counters` names them for Cloud
+    /// Hypervisor too), `vmm_exits` and `vmm_exits_vcpu<N>` (the exits that reached pv-vmm,
+    /// by kind). Histograms are left out (a histogram is not one integer); a statistics
+    /// file that cannot be read leaves its object out and is logged. What the steal-time
+    /// record looks like beyond the numbers (an MSR value that locates no record, and why)
+    /// is `vm.info`'s ([`RunningVm::steal_times`]).
+    pub fn counters(&self) -> VmCounters {
+        let mut out = VmCounters::new();
+        let read = |what: &str, stats: Option<&StatsFd>| -> Option<Stats> {
+            match stats.map(StatsFd::read).transpose() {
+                Ok(stats) => stats,
+                Err(e) => {
+                    log::warn!("vm.counters: reading the {what} statistics: {e}");
+                    None
+                }
+            }
         };
-        let (vm, error) = match read(self.vm_stats.as_ref()) {
-            Ok(v) => (v, None),
-            Err(e) => (None, Some(e)),
-        };
+        if let Some(stats) = read("VM's", self.vm_stats.as_ref()) {
+            out.insert(VM_KEY.to_owned(), scalars(&stats));
+        }
+        let steal = self.steal_times();
+        let mut total = VmmExits::default();
+        for id in 0..self.threads.len() {
+            let stats = read(
+                &format!("vCPU {id}'s"),
+                self.vcpu_stats.get(id).and_then(Option::as_ref),
+            );
+            let mut entries = stats.as_ref().map(scalars).unwrap_or_default();
+            if let Some(steal) = steal.get(id) {
+                entries.extend(
+                    steal
+                        .counter_entries()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v)),
+                );
+            }
+            out.insert(vcpu_key(id as u32), entries);
+            let exits = self
+                .shared
+                .exits
+                .get(id)
+                .map(|e| e.snapshot())
+                .unwrap_or_default();
+            total = total.plus(exits);
+            out.insert(format!("vmm_exits_vcpu{id}"), exits.entries());
+        }
+        out.insert("vmm_exits".to_owned(), total.entries());
+        out
+    }
+
+    /// Each vCPU's steal-time record as its MSR locates it (read on the vCPU's thread, or
+    /// directly while it is paused): a report, never an error, whatever the guest wrote
+    /// into the MSR (an `invalid` record names the value and the problem).
+    pub fn steal_times(&self) -> Vec<StealTime> {
         let advertised = self.effective().features.contains(KvmFeatures::STEAL_TIME);
         let msrs = if advertised {
             vcpu::read_steal_msrs(&self.shared, &self.threads)
         } else {
             Vec::new()
         };
-        let vcpus: Vec<VcpuCounters> = (0..self.threads.len())
+        (0..self.threads.len())
             .map(|id| {
-                let stats = read(self.vcpu_stats.get(id).and_then(Option::as_ref));
                 let read = msrs.get(id).copied().unwrap_or(MsrRead::NoAnswer);
-                let steal_time =
-                    StealTime::from_read(advertised, read, self.phys_bits, self.ram.mem());
-                VcpuCounters {
-                    id: id as u32,
-                    stats: stats.as_ref().ok().cloned().flatten().map(stats_map),
-                    error: stats.err(),
-                    steal_time,
-                    vmm_exits: self
-                        .shared
-                        .exits
-                        .get(id)
-                        .map(|e| e.snapshot())
-                        .unwrap_or_default(),
-                }
+                StealTime::from_read(advertised, read, self.phys_bits, self.ram.mem())
             })
-            .collect();
-        Counters {
-            vm: vm.map(stats_map),
-            error,
-            vmm_exits: vcpus
-                .iter()
-                .fold(VmmExits::default(), |sum, v| sum.plus(v.vmm_exits)),
-            vcpus,
-        }
+            .collect()
     }
 
     /// Stops the vCPU threads and tears the VM down.
@@ -397,51 +417,19 @@ impl RunningVm {
     }
 }
 
-/// A statistics snapshot as JSON: name to value (a number, or an array for a histogram).
-pub type StatsMap = serde_json::Map<String, serde_json::Value>;
+/// `vm.counters`: Cloud Hypervisor's `VmCounters` shape, name to an object of integers.
+pub type VmCounters = BTreeMap<String, BTreeMap<String, u64>>;
 
-fn stats_map(stats: Stats) -> StatsMap {
+/// The statistics of `stats` that are one integer each (histograms left out).
+fn scalars(stats: &Stats) -> BTreeMap<String, u64> {
     stats
         .values
-        .into_iter()
-        .map(|(name, values)| {
-            let value = match values.as_slice() {
-                [one] => serde_json::Value::from(*one),
-                many => serde_json::Value::from(many.to_vec()),
-            };
-            (name, value)
+        .iter()
+        .filter_map(|(name, values)| match values.as_slice() {
+            [one] => Some((name.clone(), *one)),
+            _ => None,
         })
         .collect()
-}
-
-/// One vCPU's counters.
-#[derive(Debug, Clone, Serialize)]
-pub struct VcpuCounters {
-    /// The vCPU id.
-    pub id: u32,
-    /// Its KVM statistics (`None` where the host has no binary statistics).
-    pub stats: Option<StatsMap>,
-    /// Why `stats` could not be read, if it could not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Its steal-time record.
-    pub steal_time: StealTime,
-    /// Its exits that reached pv-vmm's run loop, by kind.
-    pub vmm_exits: VmmExits,
-}
-
-/// What `vm.counters` returns.
-#[derive(Debug, Clone, Serialize)]
-pub struct Counters {
-    /// The VM's KVM statistics (`None` where the host has no binary statistics).
-    pub vm: Option<StatsMap>,
-    /// Why `vm` could not be read, if it could not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The exits of every vCPU that reached pv-vmm's run loop, summed by kind.
-    pub vmm_exits: VmmExits,
-    /// Per vCPU.
-    pub vcpus: Vec<VcpuCounters>,
 }
 
 /// Allocates guest RAM (2 MiB aligned; transparent huge pages asked for when `thp` is set)
