@@ -15,21 +15,25 @@ use integration_tests::hostile::HostileGuests;
 use integration_tests::{ok, run_script, script, vmm_binaries};
 
 /// The directory with the patched Cloud Hypervisor's `cloud-hypervisor` and `ch-remote`
-/// (the dev build the lab tests use).
+/// (the dev build the lab tests use), built once per test binary.
 fn cloud_hypervisor_dir() -> PathBuf {
-    let out = ok(run_script(
-        &script("build-cloud-hypervisor"),
-        &["--profile", "dev"],
-    ));
-    let dir = PathBuf::from(out.lines().last().expect("the binaries' directory"));
-    for binary in ["cloud-hypervisor", "ch-remote"] {
-        assert!(
-            dir.join(binary).is_file(),
-            "{binary} missing in {}",
-            dir.display()
-        );
-    }
-    dir
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = ok(run_script(
+            &script("build-cloud-hypervisor"),
+            &["--profile", "dev"],
+        ));
+        let dir = PathBuf::from(out.lines().last().expect("the binaries' directory"));
+        for binary in ["cloud-hypervisor", "ch-remote"] {
+            assert!(
+                dir.join(binary).is_file(),
+                "{binary} missing in {}",
+                dir.display()
+            );
+        }
+        dir
+    })
+    .clone()
 }
 
 /// `ch-remote` of the patched Cloud Hypervisor.

@@ -168,6 +168,7 @@ missing_host_tools() {
         ch)
             # Cloud Hypervisor: git am for the series, a C compiler for its -sys crates.
             command -v git >/dev/null 2>&1 || echo "git git"
+            command -v flock >/dev/null 2>&1 || echo "flock util-linux"
             missing_host_tools cc rust
             ;;
         *) die "ensure_host_tools: unknown set '$set'" ;;
