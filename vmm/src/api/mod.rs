@@ -9,7 +9,8 @@
 //! a known path with the wrong method; 409 for a request the VM's state does not allow
 //! (including "no VM created yet"); 408 for a body that does not arrive within
 //! [`BODY_TIMEOUT`]; 413 for a body over [`MAX_BODY`]; 500 only for failures
-//! of the host (a KVM ioctl that fails); 503 when the VMM is shutting down. Every error body
+//! of the host (a KVM ioctl that fails); 503 when the VMM is shutting down, or beyond the
+//! connection limit ([`server`]). Every error body
 //! is a JSON array of strings, the error's chain outermost first, as Cloud Hypervisor's (so
 //! that its `ch-remote` prints it), and no client mistake changes the VM.
 

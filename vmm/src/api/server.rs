@@ -323,8 +323,9 @@ async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections));
     let busy: Arc<[u8]> = busy_response(max_connections).into();
-    // The 503s in flight are bounded too (each holds its descriptor up to
-    // BUSY_WRITE_LIMIT); beyond them a connection is closed at once, unanswered.
+    // The 503s that wait for their client's request are bounded too (each holds its
+    // descriptor up to BUSY_WRITE_LIMIT); beyond them a client is answered and closed at
+    // once (see refuse_busy).
     let busy_slots = Arc::new(Semaphore::new((max_connections / 4).max(1)));
     loop {
         let accepted = tokio::select! {
