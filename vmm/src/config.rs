@@ -50,7 +50,8 @@ pub struct Cli {
     #[arg(long, value_name = "OPTIONS", default_value = "off")]
     pub console: String,
 
-    /// The REST API socket: path=PATH.
+    /// The REST API socket: path=PATH (bound by pv-vmm), or fd=N (a listening Unix socket
+    /// inherited from the parent, as Cloud Hypervisor takes it).
     #[arg(long, value_name = "OPTIONS")]
     pub api_socket: Option<String>,
 

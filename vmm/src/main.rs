@@ -61,8 +61,8 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn Error>> {
     let (tx, rx) = mpsc::channel();
     // Bound before any other thread starts: binding briefly changes the process's umask.
     let mut socket = api_path
-        .as_deref()
-        .map(api::server::ApiSocket::bind)
+        .as_ref()
+        .map(api::server::ApiSocket::open)
         .transpose()?;
     vcpu::install_kick_handler().map_err(|e| format!("installing the vCPU kick signal: {e}"))?;
     if filters.mode() == SeccompMode::Trap {

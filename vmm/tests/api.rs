@@ -558,3 +558,44 @@ fn idle_connections_are_closed_after_the_header_timeout() {
         "closed after {waited:.1} s, not about {limit} s"
     );
 }
+
+/// `--api-socket fd=N`, as Cloud Hypervisor takes it: the parent binds and listens, pv-vmm
+/// inherits the descriptor, serves on it, and leaves the parent's file alone at exit.
+#[test]
+fn an_inherited_listening_socket_is_served() {
+    let dir = vmm_sys_util::tempdir::TempDir::new().expect("tempdir");
+    let socket = dir.as_path().join("parent.sock");
+    // The parent: python binds, listens and execs pv-vmm with the descriptor inherited.
+    let script = format!(
+        "import os, socket\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+         s.bind({socket:?})\n\
+         s.listen(16)\n\
+         os.set_inheritable(s.fileno(), True)\n\
+         os.execv({vmm:?}, [{vmm:?}, '--api-socket', 'fd=%d' % s.fileno()])\n",
+        socket = socket.display().to_string(),
+        vmm = env!("CARGO_BIN_EXE_pv-vmm"),
+    );
+    let child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let start = std::time::Instant::now();
+    while try_ping(&socket) != Some(200) {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "not served on the inherited socket"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, _) = common::request(&socket, "PUT", "/api/v1/vmm.shutdown", b"");
+    assert_eq!(status, 204);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        socket.exists(),
+        "the parent's socket file is the parent's to remove"
+    );
+}

@@ -49,6 +49,23 @@ fn not_a_kernel() -> vmm_sys_util::tempfile::TempFile {
 }
 
 #[test]
+fn bad_api_sockets() {
+    fails_with(
+        &["--api-socket", "fd=x"],
+        "--api-socket fd=x: not a file descriptor number",
+    );
+    fails_with(
+        &["--api-socket", "fd=999"],
+        "--api-socket fd=999: not an open file descriptor",
+    );
+    fails_with(&["--api-socket", "fd=2"], "--api-socket fd=2: not a socket");
+    fails_with(
+        &["--api-socket", "path=/a,fd=3"],
+        "expected path=PATH or fd=N",
+    );
+}
+
+#[test]
 fn missing_kernel() {
     fails_with(&[], "--kernel is required");
     fails_with(

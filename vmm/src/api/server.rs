@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::io::{FromRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
@@ -139,9 +140,20 @@ pub enum SocketError {
     /// `--api-socket` did not parse.
     #[error(transparent)]
     Option(#[from] OptionError),
-    /// `--api-socket` without a path.
-    #[error("--api-socket {0}: expected path=PATH")]
+    /// `--api-socket` without a path or descriptor, or with both.
+    #[error("--api-socket {0}: expected path=PATH or fd=N")]
     NoPath(String),
+    /// `fd=` that is not a descriptor number.
+    #[error("--api-socket fd={0}: not a file descriptor number")]
+    BadFd(String),
+    /// `fd=N` names no listening Unix socket.
+    #[error("--api-socket fd={fd}: {what}")]
+    Fd {
+        /// The descriptor.
+        fd: RawFd,
+        /// What is wrong with it.
+        what: String,
+    },
     /// Another process serves the socket.
     #[error("--api-socket path={0}: another process is listening on it")]
     InUse(String),
@@ -164,29 +176,108 @@ pub enum SocketError {
     Thread(#[source] io::Error),
 }
 
-/// Parses `--api-socket path=PATH` (a bare path is taken as `path=`, as Cloud Hypervisor
-/// does).
-pub fn parse_api_socket(value: &str) -> Result<PathBuf, SocketError> {
-    if !value.contains('=') && !value.trim().is_empty() {
-        return Ok(PathBuf::from(value.trim()));
-    }
-    let mut parser = OptionParser::new("--api-socket", &["path"]);
-    parser.parse(value)?;
-    parser
-        .get("path")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .ok_or_else(|| SocketError::NoPath(value.to_owned()))
+/// Where the API listens, as `--api-socket` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiSocketSpec {
+    /// `path=PATH`: pv-vmm binds it (and removes it at exit).
+    Path(PathBuf),
+    /// `fd=N`: a Unix socket the parent already bound and listens on, inherited as
+    /// descriptor N (Cloud Hypervisor's `--api-socket fd=`); pv-vmm takes it over and
+    /// removes no file.
+    Fd(RawFd),
 }
 
-/// The bound socket; the file is removed when it is dropped.
+/// Parses `--api-socket path=PATH` or `fd=N` (a bare path is taken as `path=`, as Cloud
+/// Hypervisor does).
+pub fn parse_api_socket(value: &str) -> Result<ApiSocketSpec, SocketError> {
+    if !value.contains('=') && !value.trim().is_empty() {
+        return Ok(ApiSocketSpec::Path(PathBuf::from(value.trim())));
+    }
+    let mut parser = OptionParser::new("--api-socket", &["path", "fd"]);
+    parser.parse(value)?;
+    let path = parser.get("path").filter(|p| !p.is_empty());
+    let fd = parser.get("fd");
+    match (path, fd) {
+        (Some(path), None) => Ok(ApiSocketSpec::Path(PathBuf::from(path))),
+        (None, Some(fd)) => fd
+            .parse::<RawFd>()
+            .ok()
+            .filter(|fd| *fd >= 0)
+            .map(ApiSocketSpec::Fd)
+            .ok_or_else(|| SocketError::BadFd(fd.to_owned())),
+        _ => Err(SocketError::NoPath(value.to_owned())),
+    }
+}
+
+/// The bound socket; a file pv-vmm bound is removed when it is dropped.
 #[derive(Debug)]
 pub struct ApiSocket {
-    path: PathBuf,
+    /// The file pv-vmm bound (none for an inherited descriptor).
+    path: Option<PathBuf>,
+    /// How the socket is named in messages.
+    name: String,
     listener: Option<UnixListener>,
 }
 
 impl ApiSocket {
+    /// The socket `spec` names: bound ([`ApiSocket::bind`]) or taken over
+    /// ([`ApiSocket::from_fd`]).
+    pub fn open(spec: &ApiSocketSpec) -> Result<Self, SocketError> {
+        match spec {
+            ApiSocketSpec::Path(path) => Self::bind(path),
+            ApiSocketSpec::Fd(fd) => Self::from_fd(*fd),
+        }
+    }
+
+    /// Takes over descriptor `fd`, which must be a Unix stream socket in the listening
+    /// state (checked before pv-vmm owns it; anything else is refused and left alone).
+    pub fn from_fd(fd: RawFd) -> Result<Self, SocketError> {
+        let refuse = |what: String| SocketError::Fd { fd, what };
+        let int_opt = |name: libc::c_int| -> Result<libc::c_int, SocketError> {
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `value`, an int on this
+            // stack, and `len` says exactly that; a bad or non-socket fd only makes it fail.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    name,
+                    std::ptr::addr_of_mut!(value).cast(),
+                    &mut len,
+                )
+            };
+            if rc != 0 {
+                let e = io::Error::last_os_error();
+                return Err(refuse(match e.raw_os_error() {
+                    Some(libc::EBADF) => "not an open file descriptor".to_owned(),
+                    Some(libc::ENOTSOCK) => "not a socket".to_owned(),
+                    _ => format!("reading its socket options: {e}"),
+                }));
+            }
+            Ok(value)
+        };
+        if int_opt(libc::SO_DOMAIN)? != libc::AF_UNIX
+            || int_opt(libc::SO_TYPE)? != libc::SOCK_STREAM
+        {
+            return Err(refuse("not a Unix stream socket".to_owned()));
+        }
+        if int_opt(libc::SO_ACCEPTCONN)? != 1 {
+            return Err(refuse(
+                "not listening (bind and listen on it before passing it)".to_owned(),
+            ));
+        }
+        // SAFETY: `fd` is an open, listening Unix stream socket (checked above) that the
+        // parent handed to this process for the API; from here on the listener owns it and
+        // nothing else in pv-vmm uses that number.
+        let listener = unsafe { UnixListener::from_raw_fd(fd) };
+        Ok(Self {
+            path: None,
+            name: format!("fd {fd}"),
+            listener: Some(listener),
+        })
+    }
+
     /// Binds `path` with mode 0600. A socket file nobody listens on (left by a crashed run)
     /// is replaced; a live socket or a path that is not a socket is an error.
     pub fn bind(path: &Path) -> Result<Self, SocketError> {
@@ -220,7 +311,8 @@ impl ApiSocket {
         unsafe { libc::umask(old) };
         let listener = bound.map_err(io_err("binding"))?;
         let socket = Self {
-            path: path.to_owned(),
+            path: Some(path.to_owned()),
+            name: name.clone(),
             listener: Some(listener),
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -231,8 +323,10 @@ impl ApiSocket {
 
 impl Drop for ApiSocket {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            log::warn!("removing the API socket {}: {e}", self.path.display());
+        if let Some(path) = &self.path {
+            if let Err(e) = std::fs::remove_file(path) {
+                log::warn!("removing the API socket {}: {e}", path.display());
+            }
         }
     }
 }
@@ -251,7 +345,7 @@ impl ApiServer {
         events: Sender<Event>,
         filters: &Filters,
     ) -> Result<Self, SocketError> {
-        let name = socket.path.display().to_string();
+        let name = socket.name.clone();
         let listener = socket.listener.take().ok_or_else(|| SocketError::Io {
             path: name.clone(),
             what: "serving",
@@ -471,17 +565,47 @@ mod tests {
     fn api_socket_option() {
         assert_eq!(
             parse_api_socket("path=/tmp/a.sock").ok(),
-            Some(PathBuf::from("/tmp/a.sock"))
+            Some(ApiSocketSpec::Path("/tmp/a.sock".into()))
         );
         assert_eq!(
             parse_api_socket("/tmp/b.sock").ok(),
-            Some(PathBuf::from("/tmp/b.sock"))
+            Some(ApiSocketSpec::Path("/tmp/b.sock".into()))
         );
-        let err = parse_api_socket("fd=3").expect_err("fd").to_string();
-        assert!(err.contains("fd"), "{err}");
-        let err = parse_api_socket("path=").expect_err("empty").to_string();
-        assert!(err.contains("expected path=PATH"), "{err}");
+        assert_eq!(parse_api_socket("fd=3").ok(), Some(ApiSocketSpec::Fd(3)));
+        for (bad, needle) in [
+            ("fd=three", "fd=three: not a file descriptor number"),
+            ("fd=-1", "fd=-1: not a file descriptor number"),
+            ("path=/a,fd=3", "expected path=PATH or fd=N"),
+            ("path=", "expected path=PATH or fd=N"),
+        ] {
+            let err = parse_api_socket(bad).expect_err(bad).to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
         assert!(parse_api_socket("").is_err());
+    }
+
+    #[test]
+    fn an_inherited_descriptor_must_be_a_listening_unix_socket() {
+        use std::os::unix::io::{AsRawFd, IntoRawFd};
+        let dir = vmm_sys_util::tempdir::TempDir::new().expect("tempdir");
+        let path = dir.as_path().join("parent.sock");
+        let fd = UnixListener::bind(&path).expect("bind").into_raw_fd();
+        let socket = ApiSocket::from_fd(fd).expect("a listening socket");
+        assert_eq!(socket.name, format!("fd {fd}"));
+        drop(socket);
+        assert!(path.exists(), "an inherited socket's file is the parent's");
+
+        let file = std::fs::File::open(dir.as_path()).expect("a directory");
+        let (a, _b) = UnixStream::pair().expect("pair");
+        for (fd, needle) in [
+            (file.as_raw_fd(), "not a socket"),
+            (a.as_raw_fd(), "not listening"),
+            (9999, "not an open file descriptor"),
+        ] {
+            let err = ApiSocket::from_fd(fd).expect_err(needle).to_string();
+            assert!(err.starts_with(&format!("--api-socket fd={fd}: ")), "{err}");
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     #[test]
