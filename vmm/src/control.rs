@@ -196,9 +196,9 @@ impl Vmm {
     }
 
     fn config(&self, what: &str) -> Result<&VmConfig, ApiError> {
-        self.config
-            .as_ref()
-            .ok_or_else(|| ApiError::Conflict(format!("{what}: no VM is created; vm.create first")))
+        self.config.as_ref().ok_or_else(|| {
+            ApiError::NotCreated(format!("{what}: no VM is created; vm.create first"))
+        })
     }
 
     fn require(&self, what: &str, allowed: &[VmState]) -> Result<(), ApiError> {
@@ -578,8 +578,9 @@ mod tests {
         ] {
             let name = format!("{request:?}");
             let answer = vmm.handle(request);
-            assert_eq!(status(answer.clone()), 409, "{name}");
-            let message = answer.expect_err("conflict").to_string();
+            // Cloud Hypervisor's code for a VM not created.
+            assert_eq!(status(answer.clone()), 404, "{name}");
+            let message = answer.expect_err("not created").to_string();
             assert!(message.contains("no VM is created"), "{name}: {message}");
         }
         // Deleting nothing is fine, pinging always is.

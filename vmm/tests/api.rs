@@ -97,7 +97,7 @@ fn every_documented_path_answers_as_documented_without_a_vm() {
             "/vmm.ping" => 200,
             "/vm.create" => 400,
             "/vm.delete" | "/vmm.shutdown" => 204,
-            _ => 409,
+            _ => 404,
         };
         assert_eq!(status, want, "{} {path}: {json}", op.method);
         if status >= 400 {
@@ -177,8 +177,8 @@ fn client_mistakes_get_4xx_and_the_vmm_keeps_serving() {
             400,
             "invalid type",
         ),
-        ("PUT", "/api/v1/vm.pv", b"{}", 409, "no VM is created"),
-        ("PUT", "/api/v1/vm.boot", b"", 409, "no VM is created"),
+        ("PUT", "/api/v1/vm.pv", b"{}", 404, "no VM is created"),
+        ("PUT", "/api/v1/vm.boot", b"", 404, "no VM is created"),
     ];
     for (method, path, body, status, needle) in cases {
         let (got, json) = vmm.call(method, path, body);
@@ -259,7 +259,7 @@ fn pv_remote_prints_json_and_fails_on_4xx() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.starts_with("pv-remote: error: the server answered 409: vm.info: no VM"),
+        stderr.starts_with("pv-remote: error: the server answered 404: vm.info: no VM"),
         "{stderr}"
     );
     let out = remote(&["pv", "--halt-poll-ns", "fast"]);
@@ -345,7 +345,7 @@ fn responses_are_on_cloud_hypervisors_wire_format() {
     for (request, status) in [
         (
             "GET /api/v1/vm.info HTTP/1.1\r\nHost: localhost\r\n\r\n",
-            "409",
+            "404",
         ),
         (
             "GET /api/v1/vm.nope HTTP/1.1\r\nHost: localhost\r\n\r\n",

@@ -5,9 +5,10 @@
 //! Status codes (the OpenAPI document `vmm/openapi/pv-vmm.yaml` lists them per path):
 //! 200 with a JSON body, or 204 without one, on success; 400 for a body that does not
 //! parse, has unknown fields or wrong types, or describes a configuration that cannot run
-//! (the message names the field, the value and the rule); 404 for an unknown path; 405 for
-//! a known path with the wrong method; 409 for a request the VM's state does not allow
-//! (including "no VM created yet"); 408 for a body that does not arrive within
+//! (the message names the field, the value and the rule); 404 for an unknown path, and for
+//! a VM request when no VM is created (Cloud Hypervisor's code for that); 405 for a known
+//! path with the wrong method; 409 for a request the VM's state does not allow (Cloud
+//! Hypervisor's server answers 500 there, its document says 405: 409 says what it is); 408 for a body that does not arrive within
 //! [`BODY_TIMEOUT`]; 413 for a body over [`MAX_BODY`]; 500 only for failures
 //! of the host (a KVM ioctl that fails); 503 when the VMM is shutting down, or beyond the
 //! connection limit ([`server`]). Every error body
@@ -163,6 +164,9 @@ pub enum ApiError {
     /// The VM's state does not allow the request (409).
     #[error("{0}")]
     Conflict(String),
+    /// No VM is created (404, as Cloud Hypervisor answers it).
+    #[error("{0}")]
+    NotCreated(String),
     /// The body is over [`MAX_BODY`] (413).
     #[error("request body over the limit of {MAX_BODY} bytes")]
     PayloadTooLarge,
@@ -185,6 +189,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict(_) => 409,
+            ApiError::NotCreated(_) => 404,
             ApiError::PayloadTooLarge => 413,
             ApiError::BodyTimeout => 408,
             ApiError::Internal(_) => 500,
@@ -296,6 +301,7 @@ mod tests {
                 405,
             ),
             (ApiError::Conflict("c".into()), 409),
+            (ApiError::NotCreated("n".into()), 404),
             (ApiError::PayloadTooLarge, 413),
             (ApiError::BodyTimeout, 408),
             (ApiError::Internal("i".into()), 500),
