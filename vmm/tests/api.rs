@@ -306,21 +306,6 @@ fn raw_exchange(socket: &std::path::Path, request: &str) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-/// The status of a ping, or None when the connection failed or was closed unanswered.
-fn try_ping(socket: &std::path::Path) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok()?;
-    stream
-        .write_all(b"GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    answer.get(9..12)?.parse().ok()
-}
-
 /// Cloud Hypervisor's client reads everything between `HTTP/1.1 ` and CR as the status
 /// number, finds the body by the exact header `Content-Length: ` and takes an error body
 /// as a JSON array of strings (DESIGN.md, "Wire compatibility"): hyper's `200 OK` and
@@ -456,16 +441,6 @@ fn pv_vmm_with_64_fds(
     (child, socket)
 }
 
-/// Pings until pv-vmm answers 200 again after a flood of connections closed (until it has
-/// seen them go a client gets 503, or is closed), at most 5 s.
-fn wait_served_again(socket: &std::path::Path) {
-    let start = std::time::Instant::now();
-    while try_ping(socket) != Some(200) {
-        assert!(start.elapsed().as_secs() < 5, "not served again");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 /// Found by hand while hardening: with its file descriptors exhausted by idle clients,
 /// pv-vmm's accept loop spun on EMFILE, logging thousands of warnings a second, and a
 /// reboot could no longer open the kernel. Connections are now capped below the limit and
@@ -485,7 +460,7 @@ fn clients_cannot_exhaust_the_vmms_file_descriptors() {
         .count();
     assert!(fds <= 32, "pv-vmm holds {fds} descriptors of its 64");
     drop(held);
-    wait_served_again(&socket);
+    common::wait_served(&socket, std::time::Duration::from_secs(5), String::new);
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -534,7 +509,7 @@ fn beyond_the_connection_limit_clients_get_503_at_once() {
         assert!(took < std::time::Duration::from_secs(2), "{took:?}");
     }
     drop(held);
-    wait_served_again(&socket);
+    common::wait_served(&socket, std::time::Duration::from_secs(5), String::new);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -583,7 +558,7 @@ fn an_inherited_listening_socket_is_served() {
         .spawn()
         .expect("python3");
     let start = std::time::Instant::now();
-    while try_ping(&socket) != Some(200) {
+    while common::try_ping(&socket) != Some(200) {
         assert!(
             start.elapsed().as_secs() < 10,
             "not served on the inherited socket"

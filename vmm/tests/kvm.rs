@@ -377,23 +377,11 @@ fn hostile_exchange(socket: &std::path::Path, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// Pings until pv-vmm answers 200 (after a flood of connections it answers 503 until it
-/// has seen them close), at most 10 s.
+/// Pings until pv-vmm serves again, at most 10 s (its log in the failure).
 fn wait_served(vmm: &common::ApiVmm) {
-    let ping = b"GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    let start = std::time::Instant::now();
-    loop {
-        let answer = hostile_exchange(&vmm.socket, ping);
-        if answer.starts_with("HTTP/1.1 200 ") {
-            return;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(10),
-            "pv-vmm no longer answers: {answer:.200}\n{}",
-            vmm.stderr()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    common::wait_served(&vmm.socket, std::time::Duration::from_secs(10), || {
+        vmm.stderr()
+    });
 }
 
 /// Hostile HTTP with seccomp on (the default) and a VM running: a 60 KB nested JSON body,

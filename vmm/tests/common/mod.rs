@@ -176,3 +176,32 @@ pub fn openapi_operations() -> Vec<Operation> {
     }
     ops
 }
+
+/// The status of a ping, or None when the connection failed or was closed unanswered.
+pub fn try_ping(socket: &std::path::Path) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    stream
+        .write_all(b"GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.get(9..12)?.parse().ok()
+}
+
+/// Pings until pv-vmm answers 200 (after a flood of connections it answers 503, or closes,
+/// until it has seen them go), at most `limit`; `context()` goes into the failure message.
+pub fn wait_served(socket: &Path, limit: Duration, context: impl Fn() -> String) {
+    let start = Instant::now();
+    while try_ping(socket) != Some(200) {
+        assert!(
+            start.elapsed() < limit,
+            "pv-vmm not served again within {limit:?}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
