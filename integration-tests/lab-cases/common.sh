@@ -88,7 +88,8 @@ TRIPLE_FAULT='triple-faulted'
 # the guest's kernel reported an RCU stall: one of its vCPUs stopped running, as when L1
 # wedges a vCPU thread (seen on 2026-12-03 in one of about 60 Cloud Hypervisor guests of
 # the day, CPU 1 silent from its last serial echo on, L1's console quiet).
-LAB_FAULT="$TRIPLE_FAULT"'\|the guest reset before it was up\|the guest reset after it was up\|rcu: INFO: rcu_[a-z]* detected stalls'
+# Cloud Hypervisor (-v) logs 'VmExit::Reset' when its guest resets, and reboots it.
+LAB_FAULT="$TRIPLE_FAULT"'\|VmExit::Reset\|the guest reset before it was up\|the guest reset after it was up\|rcu: INFO: rcu_[a-z]* detected stalls'
 
 # fail_on_triple_fault ERR: when pv-vmm's stderr ERR says the guest triple-faulted and the
 # case has no result yet, makes that its result (retry_lab_fault then runs it once more).

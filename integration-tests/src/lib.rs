@@ -1270,6 +1270,91 @@ L2| @@GSTAT ipi after cpu 3 4@@
         assert!(!stdout.contains("Address already in use"), "{stdout}");
     }
 
+    /// The benchmark's boot loop against stand-ins: a Cloud Hypervisor whose guest resets
+    /// (its event monitor says "rebooting", the VMM stays up: it reboots the guest and
+    /// remakes the serial socket) fails its boot at once with that reason, and so does one
+    /// whose console helper ended, instead of waiting out the boot limit. On 2026-12-04 CI
+    /// lost `bench --quick` that way: `ch-on` "not-ready-for-tlb-after-240s", twice.
+    #[test]
+    fn a_bench_boot_whose_guest_reset_fails_at_once() {
+        assert!(
+            std::path::Path::new("/dev/kvm").exists(),
+            "workloads-in-l1.sh refuses to run without /dev/kvm (it checks for it first)"
+        );
+        let dir = std::env::temp_dir().join(format!("bench-reset-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let write_script = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write");
+            Command::new("chmod")
+                .arg("+x")
+                .arg(&path)
+                .status()
+                .expect("chmod");
+            path
+        };
+        for f in ["kernel", "initrd"] {
+            std::fs::write(dir.join(f), "").expect("write");
+        }
+        // pv-vmm and QEMU: end at once (their boots fail as 'exited', as they do when
+        // their guest resets). Cloud Hypervisor: named ch-reset it reports a
+        // reboot and stays; otherwise it stays and its console helper ends.
+        let gone = write_script("gone", "exit 1\n");
+        let ch = write_script(
+            "ch",
+            "for a; do case $a in path=*.events) e=${a#path=};; esac; done\n\
+             case ${0##*/} in ch-reset) printf '{\\n  \"event\": \"rebooting\"\\n}\\n' >\"$e\";; esac\n\
+             exec sleep 600\n",
+        );
+        let ch_reset = dir.join("ch-reset");
+        std::fs::copy(&ch, &ch_reset).expect("copy");
+        let console = write_script("console", "exit 1\n");
+        let keep = write_script("keep", "exec sleep 600\n");
+        let script = repo_root().join("scripts/bench-lib/workloads-in-l1.sh");
+        for (vmm, console, reason) in [
+            (&ch_reset, &keep, "reason=vm1-reset-before-tlb"),
+            (&ch, &console, "reason=vm1-console-ended-before-tlb"),
+        ] {
+            // The reason is the proof it did not wait: a boot that waited out the limit
+            // says "not-ready-for-tlb-after-120s".
+            let out = Command::new("sh")
+                .arg(&script)
+                .args([&gone, &gone, &gone, &gone, &gone])
+                .args([&dir.join("kernel"), &dir.join("initrd")])
+                .args(["1", "1", "120", "overcommit1=tlb"])
+                .env("BENCH_CH", vmm)
+                .env("BENCH_CH_REMOTE", &gone)
+                .env("BENCH_UNIX_CONSOLE", console)
+                .env("BENCH_TRACE", "off")
+                .output()
+                .expect("sh workloads-in-l1.sh");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(1), "{out:?}");
+            for config in ["pv-vmm-on", "qemu-on", "pv-vmm-off", "qemu-off"] {
+                assert!(
+                    stdout.contains(&format!(
+                        "config={config} result=fail reason=vm1-exited-before-tlb"
+                    )),
+                    "{config}: {stdout}"
+                );
+            }
+            for config in ["ch-on", "ch-off"] {
+                assert!(
+                    stdout.contains(&format!(
+                        "@@RETRY round=1 scenario=overcommit1 config={config} fail {reason}@@"
+                    )),
+                    "{config}: {stdout}"
+                );
+                assert!(
+                    stdout.contains(&format!("config={config} result=fail {reason} ")),
+                    "{config}: {stdout}"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// wait_log in a command substitution (as run_case calls it) sees a VMM that exited
     /// at once as gone, though its parent shell has not reaped it yet.
     #[test]

@@ -18,6 +18,7 @@
 #   patched cloud-hypervisor, its ch-remote, and integration-tests/guest/unix-console; with
 #   them every scenario also boots Cloud Hypervisor (configs ch-*), whose serial console is
 #   its socket (it takes serial input from a terminal only) carried by unix-console.
+#   BENCH_TRACE=off: no trace histograms (the host tests run this script with stand-ins).
 #
 # Scenarios, N = this host's CPUs:
 #   overcommitK  K VMs at once, N vCPUs each (the seed's overcommit, scaled to this host)
@@ -128,6 +129,8 @@ hist_remove() {
     echo "!$(hist_trigger "$1")" >>"$tracing/events/kvm/$(hist_event "$1")/trigger" 2>/dev/null
 }
 hists=""
+# BENCH_TRACE=off leaves tracing alone (the host-side test of this script).
+[ "${BENCH_TRACE:-on}" = off ] && HIST_IDS=""
 for id in $HIST_IDS; do
     f=$tracing/events/kvm/$(hist_event "$id")
     [ -w "$f/trigger" ] || continue
@@ -198,9 +201,11 @@ start_vm() {
         ;;
     ch-*)
         serial=$d/vm$i.serial
+        # Cloud Hypervisor answers a guest's reset (a triple fault: KVM_EXIT_SHUTDOWN) with a
+        # reboot that closes and remakes the serial socket; its event monitor tells it.
         set -- "$ch" --kernel "$kernel" --initramfs "$initrd" --cpus "$cpus" \
             --memory size=512M --console off --serial "socket=$serial" --cmdline "$append" \
-            --api-socket "path=$sock"
+            --api-socket "path=$sock" --event-monitor "path=$d/vm$i.events"
         ;;
     qemu-*)
         extra=""
@@ -226,12 +231,32 @@ start_vm() {
         # fifo's lines to it and its output to the log, until the VMM closes it.
         "$@" </dev/null >"$d/vm$i.out" 2>"$d/vm$i.err" &
         eval "vm_pid_$i=\$!"
-        "$unix_console" "$serial" 60 <"$fifo" >"$d/vm$i.log" 2>"$d/vm$i.console.err" &
+        "$unix_console" "$serial" "$limit" <"$fifo" >"$d/vm$i.log" 2>"$d/vm$i.console.err" &
         eval "console_pid_$i=\$!"
     fi
 }
 
 pid_of() { eval "echo \$vm_pid_$1"; }
+
+# gone INDEX: sets why to the reason VM INDEX can no longer run its workload ('exited';
+# 'reset': a Cloud Hypervisor guest that reset, which its VMM then reboots; 'console-ended':
+# the console helper of a Cloud Hypervisor VM ended, so the guest's output is lost), or to
+# nothing while it runs. A guest of pv-vmm or QEMU (-no-reboot) that resets ends its VMM.
+# Not to be called in a command substitution: there the VMM that exited is a zombie that
+# kill -0 still finds.
+gone() {
+    why=""
+    if ! kill -0 "$(pid_of "$1")" 2>/dev/null; then
+        why=exited
+    elif grep -q '"rebooting"' "$d/vm$1.events" 2>/dev/null; then
+        why=reset
+    else
+        c=$(eval "echo \$console_pid_$1")
+        if [ -n "$c" ] && ! kill -0 "$c" 2>/dev/null; then
+            why=console-ended
+        fi
+    fi
+}
 
 # sample DIR INDEX CONFIG TAG: the counters of VM INDEX now, into DIR/TAG.vmINDEX.*.
 sample() {
@@ -300,8 +325,8 @@ run_boot() {
             while [ "$i" -le "$nvms" ]; do
                 if grep -q "@@BENCH-READY $kind@@" "$d/vm$i.log"; then
                     ready=$((ready + 1))
-                elif ! kill -0 "$(pid_of "$i")" 2>/dev/null; then
-                    boot_result="fail reason=vm$i-exited-before-$kind"
+                elif gone "$i" && [ -n "$why" ]; then
+                    boot_result="fail reason=vm$i-$why-before-$kind"
                 fi
                 i=$((i + 1))
             done
@@ -344,8 +369,8 @@ run_boot() {
                         sample "$d" "$i" "$cfg" "$kind.after"
                         eval "done_$i=yes"
                         pending=$((pending - 1))
-                    elif ! kill -0 "$(pid_of "$i")" 2>/dev/null; then
-                        boot_result="fail reason=vm$i-exited-during-$kind"
+                    elif gone "$i" && [ -n "$why" ]; then
+                        boot_result="fail reason=vm$i-$why-during-$kind"
                     fi
                 fi
                 i=$((i + 1))
@@ -422,7 +447,7 @@ boot() {
         # The guest that ended, from "fail reason=vmN-exited-...", if one did.
         ended=""
         case "$boot_result" in
-        "fail reason=vm"*-exited-*)
+        "fail reason=vm"*-exited-* | "fail reason=vm"*-reset-* | "fail reason=vm"*-console-ended-*)
             ended=${boot_result#fail reason=vm}
             ended=${ended%%-*}
             ;;
@@ -432,6 +457,7 @@ boot() {
             echo "--- ${vm_log##*/} and its VMM's stderr (tails):"
             tr -d '\r' <"$vm_log" | tail -n 20
             tail -n 20 "${vm_log%.log}.err" 2>/dev/null
+            grep -h '"event"' "${vm_log%.log}.events" 2>/dev/null | tail -n 5
         done >&2
         rm -rf "$d"
         run_boot "$@"
