@@ -1303,7 +1303,8 @@ L2| @@GSTAT ipi after cpu 3 4@@
         let gone = write_script("gone", "exit 1\n");
         let ch = write_script(
             "ch",
-            "for a; do case $a in path=*.events) e=${a#path=};; esac; done\n\
+            "[ \"$1\" = --version ] && exit 0\n\
+             for a; do case $a in path=*.events) e=${a#path=};; esac; done\n\
              case ${0##*/} in ch-reset) printf '{\\n  \"event\": \"rebooting\"\\n}\\n' >\"$e\";; esac\n\
              exec sleep 600\n",
         );
