@@ -11,7 +11,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::VmFd;
 
-use crate::cpuid::named_flags;
+use crate::names::named_flags;
 
 bitflags! {
     /// A set of exits to disable, with KVM's bit values.

@@ -24,6 +24,7 @@ pub mod hypercall;
 pub mod hyperv;
 pub mod msrs;
 pub mod mwait;
+pub mod names;
 pub mod setup;
 pub mod stats;
 pub mod steal_time;
