@@ -21,7 +21,7 @@ use acpi_tables::xsdt::XSDT;
 use acpi_tables::{aml, Aml};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::{devices, layout};
+use crate::layout;
 
 const OEM_ID: [u8; 6] = *b"PVVMM ";
 const OEM_TABLE_ID: [u8; 8] = *b"PVVMM   ";
@@ -152,8 +152,8 @@ pub fn write_tables(mem: &GuestMemoryMmap, vcpus: u32) -> Result<GuestAddress, A
 fn com1_device() -> impl Aml {
     let hid = aml::EISAName::new("PNP0501");
     let uid = 0u8;
-    let io = aml::IO::new(devices::COM1_PORT, devices::COM1_PORT, 1, 8);
-    let irq = aml::Interrupt::new(true, true, false, false, devices::COM1_IRQ);
+    let io = aml::IO::new(layout::COM1_PORT, layout::COM1_PORT, 1, 8);
+    let irq = aml::Interrupt::new(true, true, false, false, layout::COM1_IRQ);
     let crs = aml::ResourceTemplate::new(vec![&io, &irq]);
     let mut bytes = Vec::new();
     aml::Device::new(

@@ -11,10 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::acpi;
 
-/// COM1's base port.
-pub const COM1_PORT: u16 = 0x3f8;
-/// COM1's interrupt line.
-pub const COM1_IRQ: u32 = 4;
+pub use crate::layout::{COM1_IRQ, COM1_PORT};
 const I8042_COMMAND_PORT: u16 = 0x64;
 const I8042_RESET_COMMAND: u8 = 0xfe;
 const CMOS_INDEX_PORT: u16 = 0x70;

@@ -43,6 +43,10 @@ pub const RAM_ABOVE_4G: u64 = 0x1_0000_0000;
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// The local APIC's MMIO base.
 pub const LAPIC_ADDR: u32 = 0xfee0_0000;
+/// COM1's base port.
+pub const COM1_PORT: u16 = 0x3f8;
+/// COM1's interrupt line.
+pub const COM1_IRQ: u32 = 4;
 
 /// Guest RAM regions for `size` bytes: below the 32-bit hole, and the rest above 4 GiB.
 pub fn ram_regions(size: u64) -> Vec<(GuestAddress, usize)> {

@@ -14,7 +14,6 @@ pub mod control;
 pub mod devices;
 pub mod exit_counters;
 pub mod layout;
-pub mod pvh;
 pub mod ram;
 pub mod seccomp;
 pub mod terminal;

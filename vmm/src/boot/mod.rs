@@ -4,7 +4,7 @@
 //!   boot parameters with the E820 map and the command line in the zero page,
 //!   identity-mapped page tables, a flat GDT, and the boot vCPU in long mode at the
 //!   kernel's 64-bit entry with RSI pointing at the zero page;
-//! - an ELF image with a PVH entry note, entered through the PVH boot ABI ([`crate::pvh`]).
+//! - an ELF image with a PVH entry note, entered through the PVH boot ABI ([`pvh`]).
 //!
 //! [`check_kernel`] tells them apart (and refuses anything else) before a VM exists.
 
@@ -22,6 +22,8 @@ use vm_memory::{
 };
 
 use crate::layout::{self, E820Entry};
+
+pub mod pvh;
 
 /// Offset of the 64-bit entry point (`startup_64`) from the protected-mode kernel's start.
 const STARTUP_64_OFFSET: u64 = 0x200;
@@ -182,7 +184,7 @@ pub fn check_kernel(path: &Path) -> Result<KernelFormat, BootError> {
         read += n;
     }
     if read >= ELF_MAGIC.len() && header[..ELF_MAGIC.len()] == ELF_MAGIC {
-        let entry = crate::pvh::find_entry(&mut file).map_err(|reason| BootError::BadElf {
+        let entry = pvh::find_entry(&mut file).map_err(|reason| BootError::BadElf {
             path: name.clone(),
             reason,
         })?;
@@ -208,9 +210,7 @@ pub fn load_kernel(
 ) -> Result<EntryPoint, BootError> {
     match check_kernel(kernel)? {
         KernelFormat::BzImage => load_linux(mem, kernel, initramfs, cmdline, e820, rsdp),
-        KernelFormat::PvhElf { .. } => {
-            crate::pvh::load(mem, kernel, initramfs, cmdline, e820, rsdp)
-        }
+        KernelFormat::PvhElf { .. } => pvh::load(mem, kernel, initramfs, cmdline, e820, rsdp),
     }
 }
 
@@ -336,7 +336,7 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap, entry: &EntryPoint) -> Result<()
             write_identity_map(mem)?;
             &GDT
         }
-        EntryPoint::Pvh { .. } => &crate::pvh::GDT,
+        EntryPoint::Pvh { .. } => &pvh::GDT,
     };
     for (i, entry) in gdt.iter().enumerate() {
         mem.write_obj(*entry, layout::GDT_START.unchecked_add(i as u64 * 8))
@@ -433,7 +433,7 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, entry: EntryPoint) -> Result<(), BootError
     let sregs: kvm_sregs = vcpu.get_sregs().map_err(err("special registers"))?;
     let (sregs, regs) = match entry {
         EntryPoint::Linux64 { rip } => (long_mode_sregs(sregs), long_mode_regs(rip)),
-        EntryPoint::Pvh { entry } => (crate::pvh::sregs(sregs), crate::pvh::regs(entry)),
+        EntryPoint::Pvh { entry } => (pvh::sregs(sregs), pvh::regs(entry)),
     };
     vcpu.set_sregs(&sregs).map_err(err("special registers"))?;
     vcpu.set_regs(&regs).map_err(err("registers"))?;
