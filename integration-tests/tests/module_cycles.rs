@@ -332,10 +332,8 @@ fn report(root: &Path) -> Result<String, String> {
 /// the modules of one cycle. The test fails on any cycle not listed here, and on a listed
 /// one that is gone (take it off this list then), so the list only shrinks.
 const KNOWN_CYCLES: &[(&str, &str)] = &[
-    (
-        "vmm/src/lib.rs",
-        "crate::api, crate::config, crate::control, crate::seccomp, crate::vcpu, crate::vm, crate::vm_config",
-    ),
+    ("vmm/src/lib.rs", "crate::api, crate::vcpu"),
+    ("vmm/src/lib.rs", "crate::config, crate::vm_config"),
 ];
 
 fn repo() -> PathBuf {

@@ -22,6 +22,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::api::{ApiError, ApiRequest, ApiResponse};
 use crate::config::SerialMode;
 use crate::devices::{self, lock, SharedSerial, VmRequest};
+use crate::error::chain;
 use crate::seccomp::{self, Filters, ThreadKind};
 use crate::topology::Topology;
 use crate::vcpu::Event;
@@ -97,21 +98,6 @@ impl std::fmt::Debug for Vmm {
             .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
-}
-
-/// `e` and its causes on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn internal(e: &dyn std::error::Error) -> ApiError {

@@ -12,6 +12,7 @@ pub mod boot;
 pub mod config;
 pub mod control;
 pub mod devices;
+pub mod error;
 pub mod exit_counters;
 pub mod layout;
 pub mod ram;

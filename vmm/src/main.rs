@@ -10,7 +10,8 @@ use std::sync::mpsc;
 use clap::Parser;
 
 use vmm::config::{self, Cli, ConfigError, SerialMode};
-use vmm::control::{self, Exit, Vmm};
+use vmm::control::{Exit, Vmm};
+use vmm::error::chain;
 use vmm::seccomp::{self, Filters, SeccompMode, ThreadKind};
 use vmm::vcpu::{self, Event};
 use vmm::vm_config::VmConfig;
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("pv-vmm: error: {}", control::chain(err.as_ref()));
+            eprintln!("pv-vmm: error: {}", chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }

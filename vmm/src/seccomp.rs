@@ -510,7 +510,7 @@ where
         Ok(Ok(())) => Ok(handle),
         Ok(Err(e)) => {
             let _ = handle.join();
-            Err(std::io::Error::other(crate::control::chain(&e)))
+            Err(std::io::Error::other(crate::error::chain(&e)))
         }
         Err(_) => {
             let _ = handle.join();

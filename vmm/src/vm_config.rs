@@ -441,7 +441,7 @@ impl VmConfig {
         crate::boot::check_kernel(&self.payload.kernel).map_err(|e| VmConfigError::Payload {
             field: "kernel",
             path: self.payload.kernel.display().to_string(),
-            reason: crate::control::chain(&e),
+            reason: crate::error::chain(&e),
         })?;
         if let Some(initramfs) = &self.payload.initramfs {
             std::fs::metadata(initramfs).map_err(|e| VmConfigError::Payload {

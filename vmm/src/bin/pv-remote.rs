@@ -18,6 +18,7 @@ use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use hypervisor_glue::change::{PvFlags, PvPatch};
+use vmm::error::chain;
 
 /// pv-remote: drives a running pv-vmm through its API socket.
 #[derive(Debug, Parser)]
@@ -344,17 +345,6 @@ async fn load(socket: &Path, clients: usize, requests: usize) -> Result<String, 
         });
     }
     Ok(report.to_string())
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn main() -> ExitCode {
