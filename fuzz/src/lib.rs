@@ -117,7 +117,7 @@ pub fn vm_config(data: &[u8]) {
     let host_cpus = usize::from(input.u8());
     let backs = KvmFeatures::from_bits_truncate(input.u32()) & KvmFeatures::VMM_PROVIDED;
     let json = input.rest();
-    if let Ok(config) = serde_json::from_slice::<vmm::vm_config::VmConfig>(json) {
+    if let Ok(config) = serde_json::from_slice::<vmm::config::vm_config::VmConfig>(json) {
         if let Ok(validated) = config.cpus.validate(&host, host_cpus, backs) {
             // What validates resolves to features the host can back.
             let effective = validated.effective;
@@ -128,7 +128,7 @@ pub fn vm_config(data: &[u8]) {
             assert!((effective.disable_exits - host.allowed_exits).is_empty());
         }
         let text = serde_json::to_string(&config).expect("a parsed config serializes");
-        let back: vmm::vm_config::VmConfig =
+        let back: vmm::config::vm_config::VmConfig =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(back, config);
     }

@@ -20,6 +20,7 @@ use serde_json::json;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::api::{ApiError, ApiRequest, ApiResponse};
+use crate::config::vm_config::VmConfig;
 use crate::config::SerialMode;
 use crate::devices::{self, lock, SharedSerial, VmRequest};
 use crate::error::chain;
@@ -27,7 +28,6 @@ use crate::seccomp::{self, Filters, ThreadKind};
 use crate::topology::Topology;
 use crate::vcpu::Event;
 use crate::vm::{self, RunningVm, VcpuThreads, VmSpec};
-use crate::vm_config::VmConfig;
 
 /// The features of [`KvmFeatures::VMM_PROVIDED`] this VMM implements: none yet (no MSI
 /// routing with extended destination ids, no MAP_GPA_RANGE handling, no migration).
@@ -530,7 +530,7 @@ pub fn spec_of(config: &VmConfig) -> VmSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm_config::PayloadConfig;
+    use crate::config::vm_config::PayloadConfig;
 
     fn vmm() -> (Vmm, Receiver<Event>) {
         let (tx, rx) = std::sync::mpsc::channel();

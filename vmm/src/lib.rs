@@ -21,4 +21,3 @@ pub mod terminal;
 pub mod topology;
 pub mod vcpu;
 pub mod vm;
-pub mod vm_config;

@@ -9,12 +9,12 @@ use std::sync::mpsc;
 
 use clap::Parser;
 
+use vmm::config::vm_config::VmConfig;
 use vmm::config::{self, Cli, ConfigError, SerialMode};
 use vmm::control::{Exit, Vmm};
 use vmm::error::chain;
 use vmm::seccomp::{self, Filters, SeccompMode, ThreadKind};
 use vmm::vcpu::{self, Event};
-use vmm::vm_config::VmConfig;
 use vmm::{api, boot, terminal};
 
 fn main() -> ExitCode {

@@ -19,7 +19,7 @@ pub mod server;
 
 use hypervisor_glue::change::PvPatch;
 
-use crate::vm_config::VmConfig;
+use crate::config::vm_config::VmConfig;
 
 /// The largest request body accepted (a VM config is well under 4 KiB).
 pub const MAX_BODY: usize = 64 * 1024;

@@ -534,7 +534,7 @@ mod tests {
     /// only a kernel and a command line (captured on this project's development host; the
     /// kernel path replaced).
     const CLOUD_HYPERVISOR_MINIMAL: &str =
-        include_str!("../tests/data/cloud-hypervisor-minimal-config.json");
+        include_str!("../../tests/data/cloud-hypervisor-minimal-config.json");
 
     #[test]
     fn cloud_hypervisors_own_minimal_config_is_accepted() {

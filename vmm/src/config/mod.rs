@@ -1,5 +1,6 @@
 //! The command line, in Cloud Hypervisor's spelling: clap for the flags, the glue's option
-//! parser for the `key=value` strings.
+//! parser for the `key=value` strings; [`vm_config`] is the VM's configuration that the
+//! command line and the API's `vm.create` both make.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,9 @@ use clap::Parser;
 use hypervisor_glue::cpus::CpusConfig;
 use hypervisor_glue::option_parser::{parse_toggle, OptionError, OptionParser};
 
-use crate::vm_config::MemoryConfig;
+use self::vm_config::MemoryConfig;
+
+pub mod vm_config;
 
 /// Default guest RAM (Cloud Hypervisor's default).
 pub const DEFAULT_MEMORY: u64 = 512 << 20;
