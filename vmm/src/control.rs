@@ -19,15 +19,28 @@ use pv_features::host::HostPv;
 use serde_json::json;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::api::{ApiError, ApiRequest, ApiResponse};
+use crate::api::{ApiError, ApiMessage, ApiRequest, ApiResponse};
 use crate::config::vm_config::VmConfig;
 use crate::config::SerialMode;
 use crate::devices::{self, lock, SharedSerial, VmRequest};
 use crate::error::chain;
 use crate::seccomp::{self, Filters, ThreadKind};
+use crate::sink::Sink;
 use crate::topology::Topology;
-use crate::vcpu::Event;
+use crate::vcpu::VcpuEvent;
 use crate::vm::{self, RunningVm, VcpuThreads, VmSpec};
+
+/// What the vCPU threads, the signal thread and the API tell the VMM's main loop
+/// ([`Vmm::run`]).
+#[derive(Debug)]
+pub enum Event {
+    /// A vCPU thread's event (a device's request or a fatal exit), with its VM's generation.
+    Vcpu(VcpuEvent),
+    /// SIGINT or SIGTERM arrived.
+    Signal(i32),
+    /// An API request, with the way to answer it.
+    Api(ApiMessage),
+}
 
 /// The features of [`KvmFeatures::VMM_PROVIDED`] this VMM implements: none yet (no MSI
 /// routing with extended destination ids, no MAP_GPA_RANGE handling, no migration).
@@ -246,7 +259,7 @@ impl Vmm {
         let spec = spec_of(&config);
         self.generation += 1;
         let generation = self.generation;
-        let events = self.events.clone();
+        let events = Sink::into_channel(self.events.clone(), Event::Vcpu);
         let filters = self.filters.clone();
         let host = self.host()?;
         let vm = RunningVm::start(
@@ -304,25 +317,27 @@ impl Vmm {
             let event = events.recv().map_err(|_| ControlError::Disconnected)?;
             let current = self.vm.as_ref().map(RunningVm::generation);
             match event {
-                Event::Request(g, request) if Some(g) == current => match request {
-                    VmRequest::PowerOff => {
-                        log::info!("the guest powered off");
-                        self.stop_vm();
-                        return Ok(Exit::PowerOff);
+                Event::Vcpu(VcpuEvent::Request(g, request)) if Some(g) == current => {
+                    match request {
+                        VmRequest::PowerOff => {
+                            log::info!("the guest powered off");
+                            self.stop_vm();
+                            return Ok(Exit::PowerOff);
+                        }
+                        VmRequest::Reset => {
+                            log::info!("the guest rebooted: recreating the VM");
+                            self.reboot().map_err(|e| ControlError::Boot {
+                                what: "recreating the VM after the guest's reset",
+                                source: Box::new(e),
+                            })?;
+                        }
                     }
-                    VmRequest::Reset => {
-                        log::info!("the guest rebooted: recreating the VM");
-                        self.reboot().map_err(|e| ControlError::Boot {
-                            what: "recreating the VM after the guest's reset",
-                            source: Box::new(e),
-                        })?;
-                    }
-                },
-                Event::Fatal(g, message) if Some(g) == current => {
+                }
+                Event::Vcpu(VcpuEvent::Fatal(g, message)) if Some(g) == current => {
                     self.stop_vm();
                     return Err(ControlError::Fatal(message));
                 }
-                Event::Request(g, _) | Event::Fatal(g, _) => {
+                Event::Vcpu(VcpuEvent::Request(g, _) | VcpuEvent::Fatal(g, _)) => {
                     log::debug!("ignoring an event of the torn-down VM generation {g}");
                 }
                 Event::Signal(sig) => {

@@ -17,6 +17,7 @@ pub mod exit_counters;
 pub mod layout;
 pub mod ram;
 pub mod seccomp;
+pub mod sink;
 pub mod terminal;
 pub mod topology;
 pub mod vcpu;

@@ -11,10 +11,11 @@ use clap::Parser;
 
 use vmm::config::vm_config::VmConfig;
 use vmm::config::{self, Cli, ConfigError, SerialMode};
-use vmm::control::{Exit, Vmm};
+use vmm::control::{Event, Exit, Vmm};
 use vmm::error::chain;
 use vmm::seccomp::{self, Filters, SeccompMode, ThreadKind};
-use vmm::vcpu::{self, Event};
+use vmm::sink::Sink;
+use vmm::vcpu;
 use vmm::{api, boot, terminal};
 
 fn main() -> ExitCode {
@@ -91,7 +92,9 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn Error>> {
         .transpose()?;
     let server = socket
         .as_mut()
-        .map(|s| api::server::ApiServer::start(s, tx.clone(), &filters))
+        .map(|s| {
+            api::server::ApiServer::start(s, Sink::into_channel(tx.clone(), Event::Api), &filters)
+        })
         .transpose()?;
     if boot_now {
         vmm.boot().map_err(|e| e.to_string())?;

@@ -13,7 +13,6 @@
 //! answers at its next loop turn (or while parked).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,24 +22,20 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use pv_features::hypercall::Dispatcher;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use crate::api::ApiMessage;
 use crate::devices::{lock, PioBus, VmRequest};
 use crate::exit_counters::{ExitCounters, ExitKind};
 use crate::seccomp::{self, Filters, ThreadKind};
+use crate::sink::Sink;
 
-/// What the vCPU threads, the signal thread and the API tell the VMM's main loop. vCPU
-/// events carry the generation of the VM that sent them, so that an event a vCPU of a VM
-/// already torn down sent is not taken for one of its successor.
+/// What a vCPU thread tells the VMM's main loop. Each carries the generation of the VM that
+/// sent it, so that an event a vCPU of a VM already torn down sent is not taken for one of
+/// its successor.
 #[derive(Debug)]
-pub enum Event {
+pub enum VcpuEvent {
     /// A device of VM `generation` asked the VMM to power off or reset.
     Request(u64, VmRequest),
     /// A vCPU of VM `generation` hit something the VMM cannot continue from.
     Fatal(u64, String),
-    /// SIGINT or SIGTERM arrived.
-    Signal(i32),
-    /// An API request, with the way to answer it.
-    Api(ApiMessage),
 }
 
 /// State the vCPU threads of one VM share.
@@ -66,8 +61,8 @@ pub struct VcpuShared {
     pub msrs: Vec<MsrSlot>,
     /// Per vCPU, indexed by id: the exits that reached this process's run loop.
     pub exits: Vec<ExitCounters>,
-    /// The main loop's inbox.
-    pub events: Sender<Event>,
+    /// Where the vCPUs' events go (the main loop).
+    pub events: Sink<VcpuEvent>,
 }
 
 impl VcpuShared {
@@ -77,7 +72,7 @@ impl VcpuShared {
         bus: Arc<PioBus>,
         dispatcher: Dispatcher,
         vcpus: usize,
-        events: Sender<Event>,
+        events: Sink<VcpuEvent>,
     ) -> Self {
         Self {
             generation,
@@ -126,9 +121,9 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
     let generation = shared.generation;
     let send = |event| {
         // The main loop may already be gone during teardown; nothing to do then.
-        let _ = shared.events.send(event);
+        shared.events.send(event);
     };
-    let fatal = |message: String| Event::Fatal(generation, message);
+    let fatal = |message: String| VcpuEvent::Fatal(generation, message);
     let Some(exits) = shared.exits.get(id as usize) else {
         send(fatal(format!("vCPU {id}: no exit counters for it")));
         return;
@@ -165,7 +160,7 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
             Ok(VcpuExit::IoOut(port, _)) => {
                 let (size, data) = io_elements(vcpu);
                 if let Some(request) = shared.bus.write_elements(port, data, size) {
-                    send(Event::Request(generation, request));
+                    send(VcpuEvent::Request(generation, request));
                     return;
                 }
             }
@@ -216,10 +211,10 @@ fn run_loop(id: u64, vcpu: &mut VcpuFd, shared: &VcpuShared) {
             Ok(VcpuExit::SystemEvent(kind, _)) => {
                 let event = match kind {
                     kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => {
-                        Event::Request(generation, VmRequest::PowerOff)
+                        VcpuEvent::Request(generation, VmRequest::PowerOff)
                     }
                     kvm_bindings::KVM_SYSTEM_EVENT_RESET => {
-                        Event::Request(generation, VmRequest::Reset)
+                        VcpuEvent::Request(generation, VmRequest::Reset)
                     }
                     other => fatal(format!("vCPU {id}: system event {other} (crash)")),
                 };

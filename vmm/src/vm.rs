@@ -20,7 +20,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -45,8 +44,9 @@ use crate::devices::{self, IrqTrigger, PioBus, SharedSerial};
 use crate::exit_counters::VmmExits;
 use crate::ram::GuestRam;
 use crate::seccomp::Filters;
+use crate::sink::Sink;
 use crate::topology::{advertise_tsc_deadline, patch_vcpu_cpuid, Topology};
-use crate::vcpu::{self, Event, VcpuShared};
+use crate::vcpu::{self, VcpuEvent, VcpuShared};
 use crate::{acpi, boot, layout};
 
 /// Where the identity-map page and TSS go for Intel's real-mode emulation (below the
@@ -123,8 +123,8 @@ pub enum VmError {
 pub struct VcpuThreads<'a> {
     /// The VM's generation (one per boot of the process's VM).
     pub generation: u64,
-    /// The main loop's inbox.
-    pub events: &'a Sender<Event>,
+    /// Where the vCPUs' events go (the main loop).
+    pub events: &'a Sink<VcpuEvent>,
     /// The filters; each vCPU thread installs the vCPU one.
     pub filters: &'a Filters,
 }

@@ -15,7 +15,6 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::io::{FromRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -35,7 +34,7 @@ use super::{
     parse_request, route, ApiError, ApiMessage, ApiResponse, Method, BODY_TIMEOUT, MAX_BODY,
 };
 use crate::seccomp::{self, Filters, ThreadKind};
-use crate::vcpu::Event;
+use crate::sink::Sink;
 
 /// How long in-flight requests may take to finish when the VMM exits.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
@@ -342,7 +341,7 @@ impl ApiServer {
     /// Serves `socket` on a new thread; requests go to `events`.
     pub fn start(
         socket: &mut ApiSocket,
-        events: Sender<Event>,
+        events: Sink<ApiMessage>,
         filters: &Filters,
     ) -> Result<Self, SocketError> {
         let name = socket.name.clone();
@@ -404,7 +403,7 @@ impl Drop for ApiServer {
 async fn serve(
     listener: UnixListener,
     max_connections: usize,
-    events: Sender<Event>,
+    events: Sink<ApiMessage>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::UnixListener::from_std(listener) {
@@ -471,7 +470,7 @@ async fn serve(
 
 async fn handle(
     req: Request<Incoming>,
-    events: Sender<Event>,
+    events: Sink<ApiMessage>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -483,7 +482,7 @@ async fn handle(
     Ok(respond(answer))
 }
 
-async fn answer(req: Request<Incoming>, events: Sender<Event>) -> ApiResponse {
+async fn answer(req: Request<Incoming>, events: Sink<ApiMessage>) -> ApiResponse {
     let path = req.uri().path().to_owned();
     let endpoint = route(&path)?;
     let method = match *req.method() {
@@ -522,9 +521,9 @@ async fn answer(req: Request<Incoming>, events: Sender<Event>) -> ApiResponse {
     .to_bytes();
     let request = parse_request(endpoint, &body)?;
     let (reply, answer) = tokio::sync::oneshot::channel();
-    events
-        .send(Event::Api(ApiMessage { request, reply }))
-        .map_err(|_| ApiError::Unavailable)?;
+    if !events.send(ApiMessage { request, reply }) {
+        return Err(ApiError::Unavailable);
+    }
     answer.await.map_err(|_| ApiError::Unavailable)?
 }
 
