@@ -1207,6 +1207,19 @@ L2| @@GSTAT ipi after cpu 3 4@@
         }
     }
 
+    /// Writes the shell script `body` as the executable `dir/name` (a stand-in for a VMM, a
+    /// client or a console helper in the tests of the lab scripts).
+    fn stand_in(dir: &std::path::Path, name: &str, body: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write");
+        Command::new("chmod")
+            .arg("+x")
+            .arg(&path)
+            .status()
+            .expect("chmod");
+        path
+    }
+
     /// feature-cases.sh with `UNIX_CONSOLE` against a stand-in VMM that binds its serial
     /// socket as Cloud Hypervisor does (an existing path is "Address already in use") and
     /// whose first guest triple-faults: the retry must start from a bare case directory.
@@ -1221,16 +1234,7 @@ L2| @@GSTAT ipi after cpu 3 4@@
         let dir = std::env::temp_dir().join(format!("retry-socket-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let write_script = |name: &str, body: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write");
-            Command::new("chmod")
-                .arg("+x")
-                .arg(&path)
-                .status()
-                .expect("chmod");
-            path
-        };
+        let write_script = |name: &str, body: &str| stand_in(&dir, name, body);
         // The VMM: binds socket=PATH (a plain file here); the first run's guest faults, the
         // second's shell comes up and the VMM stays until the console helper saw 'exit'.
         let vmm = write_script(
@@ -1284,16 +1288,7 @@ L2| @@GSTAT ipi after cpu 3 4@@
         let dir = std::env::temp_dir().join(format!("bench-reset-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let write_script = |name: &str, body: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write");
-            Command::new("chmod")
-                .arg("+x")
-                .arg(&path)
-                .status()
-                .expect("chmod");
-            path
-        };
+        let write_script = |name: &str, body: &str| stand_in(&dir, name, body);
         for f in ["kernel", "initrd"] {
             std::fs::write(dir.join(f), "").expect("write");
         }
