@@ -22,6 +22,7 @@ pub mod exits;
 pub mod host;
 pub mod hypercall;
 pub mod hyperv;
+pub mod ioctls;
 pub mod msrs;
 pub mod mwait;
 pub mod names;

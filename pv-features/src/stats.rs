@@ -49,14 +49,7 @@ const MAX_DESCRIPTORS: usize = 4096;
 const MAX_NAME_SIZE: usize = 4096;
 const MAX_VALUES_PER_STAT: usize = 4096;
 
-// `KVM_GET_STATS_FD` = _IO(KVMIO, 0xce) (include/uapi/linux/kvm.h); kvm-ioctls has no
-// wrapper for it.
-mod ioctls {
-    #![allow(missing_docs)]
-    use vmm_sys_util::ioctl_io_nr;
-    ioctl_io_nr!(KVM_GET_STATS_FD, kvm_bindings::KVMIO, 0xce);
-}
-use ioctls::KVM_GET_STATS_FD;
+use crate::ioctls::KVM_GET_STATS_FD;
 
 /// Errors of opening and reading a stats file.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +170,7 @@ impl StatsFd {
     pub fn open(fd: &impl AsRawFd) -> Result<Self, StatsError> {
         // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new file descriptor or -1;
         // `fd` is a valid open descriptor for as long as the borrow lasts.
-        let ret = unsafe { ioctl(fd, KVM_GET_STATS_FD()) };
+        let ret = unsafe { ioctl(fd, KVM_GET_STATS_FD) };
         if ret < 0 {
             return Err(StatsError::Open(std::io::Error::last_os_error()));
         }

@@ -30,6 +30,8 @@ use kvm_bindings::{
     kvm_cpuid2, kvm_enable_cap, kvm_fpu, kvm_irqfd, kvm_lapic_state, kvm_msrs, kvm_pit_config,
     kvm_regs, kvm_sregs, kvm_userspace_memory_region, KVMIO,
 };
+// The two that pv-features issues itself are named where it encodes them.
+use pv_features::ioctls::{KVM_GET_STATS_FD, KVM_GET_SUPPORTED_HV_CPUID};
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
@@ -183,8 +185,6 @@ const KVM_SET_LAPIC: u64 = iow::<kvm_lapic_state>(0x8f);
 const KVM_SET_CPUID2: u64 = iow::<kvm_cpuid2>(0x90);
 const KVM_GET_CPUID2: u64 = iowr::<kvm_cpuid2>(0x91);
 const KVM_ENABLE_CAP: u64 = iow::<kvm_enable_cap>(0xa3);
-const KVM_GET_STATS_FD: u64 = io(0xce);
-const KVM_GET_SUPPORTED_HV_CPUID: u64 = iowr::<kvm_cpuid2>(0xc1);
 // Terminal and socket ioctls (include/uapi/asm-generic/ioctls.h).
 const TCGETS: u64 = 0x5401;
 const TCSETS: u64 = 0x5402;
