@@ -161,16 +161,23 @@ fn parse_memory_size(size: &str) -> Result<u64, ConfigError> {
         .parse()
         .map_err(|_| bad("expected a number of bytes with an optional K, M or G suffix"))?;
     let bytes = n.checked_mul(1 << shift).ok_or_else(|| bad("too large"))?;
+    check_memory_size(bytes).map_err(bad)?;
+    Ok(bytes)
+}
+
+/// The one rule for a guest's RAM size, from the command line and from `vm.create`: at least
+/// [`MIN_MEMORY`], at most [`MAX_MEMORY`], whole 4K pages. The error says why not.
+pub fn check_memory_size(bytes: u64) -> Result<(), &'static str> {
     if bytes < MIN_MEMORY {
-        return Err(bad("at least 64M is needed to boot Linux"));
+        return Err("at least 64M (64 MiB) is needed to boot Linux");
     }
     if bytes > MAX_MEMORY {
-        return Err(bad("at most 1024G is supported"));
+        return Err("at most 1024G (1 TiB) is supported");
     }
     if bytes % 4096 != 0 {
-        return Err(bad("must be a multiple of 4K"));
+        return Err("must be a multiple of 4K (4 KiB)");
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Parses `tty`, `file=<path>` or `null`.

@@ -18,7 +18,7 @@ use hypervisor_glue::cpus::CpusConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{self, Cli, ConfigError, SerialMode, DEFAULT_MEMORY, MAX_MEMORY, MIN_MEMORY};
+use crate::config::{self, Cli, ConfigError, SerialMode, DEFAULT_MEMORY};
 
 fn default_memory_size() -> u64 {
     DEFAULT_MEMORY
@@ -421,16 +421,8 @@ impl VmConfig {
     pub fn check(&self) -> Result<(), VmConfigError> {
         self.check_cloud_hypervisor_fields()?;
         let size = self.memory.size;
-        let bad = |reason| Err(VmConfigError::MemorySize { size, reason });
-        if size < MIN_MEMORY {
-            return bad("at least 64 MiB is needed to boot Linux");
-        }
-        if size > MAX_MEMORY {
-            return bad("at most 1 TiB is supported");
-        }
-        if size % 4096 != 0 {
-            return bad("must be a multiple of 4 KiB");
-        }
+        config::check_memory_size(size)
+            .map_err(|reason| VmConfigError::MemorySize { size, reason })?;
         match (self.serial.mode, &self.serial.file) {
             (SerialOutputMode::File, None) => {
                 return Err(VmConfigError::Serial("mode File needs `file`"))
