@@ -298,34 +298,20 @@ fn cycles(edges: &BTreeMap<(ModPath, ModPath), String>) -> Vec<Vec<ModPath>> {
     s.found
 }
 
-/// The cycles of the crate rooted at `root`: for each, its one-line name (`crate::a, crate::b`)
-/// and a description with one example reference per edge.
-fn report_cycles(root: &Path) -> Result<Vec<(String, String)>, String> {
+/// The cycles of the crate rooted at `root`, each under `name` with one example reference
+/// per edge, or an empty string.
+fn report(root: &Path, name: &str) -> Result<String, String> {
     let graph = read_crate(root)?;
     let edges = sibling_edges(&graph);
-    let mut found = Vec::new();
+    let mut out = String::new();
     for set in cycles(&edges) {
         let names: Vec<String> = set.iter().map(|p| display(p)).collect();
-        let mut text = String::new();
+        let _ = writeln!(out, "{name}: import cycle between {}", names.join(", "));
         for ((a, b), example) in &edges {
             if set.contains(a) && set.contains(b) {
-                let _ = writeln!(text, "    {} -> {}: {example}", display(a), display(b));
+                let _ = writeln!(out, "    {} -> {}: {example}", display(a), display(b));
             }
         }
-        found.push((names.join(", "), text));
-    }
-    Ok(found)
-}
-
-/// The cycles of the crate rooted at `root`, described, or an empty string.
-fn report(root: &Path) -> Result<String, String> {
-    let mut out = String::new();
-    for (names, text) in report_cycles(root)? {
-        let _ = write!(
-            out,
-            "{}: import cycle between {names}\n{text}",
-            root.display()
-        );
     }
     Ok(out)
 }
@@ -377,12 +363,8 @@ fn no_crate_of_ours_has_an_import_cycle() {
             .unwrap_or(root)
             .display()
             .to_string();
-        match report_cycles(root) {
-            Ok(found) => {
-                for (names, text) in found {
-                    let _ = write!(failures, "{rel}: import cycle between {names}\n{text}");
-                }
-            }
+        match report(root, &rel) {
+            Ok(text) => failures.push_str(&text),
             Err(e) => {
                 let _ = writeln!(failures, "{e}");
             }
@@ -419,7 +401,7 @@ fn a_two_module_cycle_is_found_with_both_edges() {
             ),
         ],
     );
-    let text = report(&root).expect("the scratch crate parses");
+    let text = report(&root, "scratch").expect("the scratch crate parses");
     assert!(
         text.contains("import cycle between crate::a, crate::b"),
         "{text}"
@@ -449,7 +431,7 @@ fn a_cycle_through_grouped_uses_super_and_nested_folders_is_found() {
             ),
         ],
     );
-    let text = report(&root).expect("the scratch crate parses");
+    let text = report(&root, "scratch").expect("the scratch crate parses");
     assert!(
         text.contains("import cycle between crate::outer::x, crate::outer::y, crate::outer::z"),
         "{text}"
@@ -467,13 +449,13 @@ fn parents_children_and_other_crates_are_not_cycles() {
             ("low.rs", "pub fn f() {}\nmod tests { use super::f; use serde::Serialize; }\n"),
         ],
     );
-    let text = report(&root).expect("the scratch crate parses");
+    let text = report(&root, "scratch").expect("the scratch crate parses");
     assert_eq!(text, "");
 }
 
 #[test]
 fn a_missing_module_file_is_an_error_not_a_pass() {
     let root = scratch_crate("missing", &[("lib.rs", "mod gone;\n")]);
-    let err = report(&root).expect_err("no file for mod gone");
+    let err = report(&root, "scratch").expect_err("no file for mod gone");
     assert!(err.contains("no file for `mod gone`"), "{err}");
 }

@@ -444,10 +444,11 @@ boot() {
     if [ "$boot_result" != ok ]; then
         echo "@@RETRY round=$round scenario=$scen config=$cfg $boot_result@@"
         echo "workloads-in-l1: $round-$scen-$cfg: $boot_result; running the boot once more" >&2
-        # The guest that ended, from "fail reason=vmN-exited-...", if one did.
+        # The guest that ended, from a reason that names it ("fail reason=vmN-<why>-..."),
+        # if one does.
         ended=""
         case "$boot_result" in
-        "fail reason=vm"*-exited-* | "fail reason=vm"*-reset-* | "fail reason=vm"*-console-ended-*)
+        "fail reason=vm"[0-9]*)
             ended=${boot_result#fail reason=vm}
             ended=${ended%%-*}
             ;;
