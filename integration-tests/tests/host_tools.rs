@@ -62,6 +62,7 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ("scripts/lab/run -- true", LAB),
     ("scripts/lab/stress", LAB),
     ("scripts/build-cloud-hypervisor", &["git"]),
+    ("scripts/check-cloud-hypervisor", &["git"]),
 ];
 
 /// A scratch directory with the filtered PATH, the recording apt-get and cargo.
