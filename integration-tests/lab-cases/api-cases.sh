@@ -12,11 +12,14 @@
 #   @@MARK <name>@@                                        a point reached
 #   L2| <each line of the guest's console>
 #   VMM| <each line pv-vmm wrote on stderr>
+#   @@LAB-FAULT <line>@@   when the run failed and the guest's console or pv-vmm's stderr
+#                          says the lab took the guest away (common.sh's LAB_FAULT)
 #   @@END ok@@ or @@END fail <reason>@@
 set -u
 [ $# -ge 4 ] || { echo "usage: $0 PV_VMM PV_REMOTE KERNEL INITRD [LOAD_REQUESTS]" >&2; exit 2; }
 vmm=$1 remote=$2 kernel=$3 initrd=$4 load_requests=${5:-1000}
 [ -c /dev/kvm ] || { echo "no /dev/kvm" >&2; exit 2; }
+. "$(dirname "$0")/common.sh"
 
 work=$(mktemp -d /tmp/api-cases.XXXXXX)
 sock=$work/api.sock log=$work/serial.log err=$work/vmm.err fifo=$work/console
@@ -24,7 +27,6 @@ mkfifo "$fifo"
 # Keep the console fifo open for writing, so pv-vmm's stdin never sees EOF.
 exec 3<>"$fifo"
 
-now_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
 result=ok
 fail() { [ "$result" = ok ] && result="fail $*"; echo "@@MARK fail $*@@"; }
 
@@ -131,6 +133,10 @@ wait "$pid"; echo "@@MARK vmm-exit $?@@"
 
 tr -d '\r' <"$log" | sed 's/^/L2| /'
 sed 's/^/VMM| /' "$err"
+if [ "$result" != ok ]; then
+    fault=$(lab_fault_in "$log" "$err")
+    [ -n "$fault" ] && echo "@@LAB-FAULT $(printf '%s' "$fault" | tr -d '@')@@"
+fi
 echo "@@END $result@@"
 exec 3>&-
 rm -rf "$work"

@@ -91,6 +91,13 @@ TRIPLE_FAULT='triple-faulted'
 # Cloud Hypervisor (-v) logs 'VmExit::Reset' when its guest resets, and reboots it.
 LAB_FAULT="$TRIPLE_FAULT"'\|VmExit::Reset\|the guest reset before it was up\|the guest reset after it was up\|rcu: INFO: rcu_[a-z]* detected stalls'
 
+# lab_fault_in FILE...: the first line of FILEs that says the lab took the guest away
+# (LAB_FAULT), carriage returns dropped; nothing when none does. The one place a case
+# script, or a test reading one (lab_api's @@LAB-FAULT), tells a lab fault from a result.
+lab_fault_in() {
+    cat "$@" 2>/dev/null | tr -d '\r' | grep -m1 -e "$LAB_FAULT"
+}
+
 # fail_on_triple_fault ERR: when pv-vmm's stderr ERR says the guest triple-faulted and the
 # case has no result yet, makes that its result (retry_lab_fault then runs it once more).
 fail_on_triple_fault() {
@@ -120,7 +127,7 @@ retry_lab_fault() {
     ref_left=${LAB_CASE_RETRIES:-2}
     while :; do
         ref_out=$("$@" 2>&1)
-        ref_fault=$(printf '%s\n' "$ref_out" | grep -m1 -e "$LAB_FAULT")
+        ref_fault=$(printf '%s\n' "$ref_out" | lab_fault_in /dev/stdin)
         ref_failed=$(printf '%s\n' "$ref_out" | grep -m1 -e "^@@CASE $2 END fail")
         if printf '%s\n' "$ref_out" | grep -q '^L2| .*@@GUEST-UP'; then
             [ -n "$ref_failed" ] || ref_fault=""

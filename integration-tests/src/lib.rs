@@ -1411,6 +1411,50 @@ L2| @@GSTAT ipi after cpu 3 4@@
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `lab_fault_in` (common.sh), which lab_api's `@@LAB-FAULT` line and `retry_lab_fault`
+    /// both take their verdict from: the first lab-fault line of the files, carriage
+    /// returns dropped, and nothing for a guest that merely failed.
+    #[test]
+    fn lab_fault_in_finds_the_first_fault_line_of_its_files() {
+        let common = repo_root().join("integration-tests/lab-cases/common.sh");
+        let dir = std::env::temp_dir().join(format!("lab-fault-in-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (log, err) = (dir.join("log"), dir.join("err"));
+        let run = |log_text: &str, err_text: &str| {
+            std::fs::write(&log, log_text).expect("write");
+            std::fs::write(&err, err_text).expect("write");
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    ". '{}'; lab_fault_in '{}' '{}'",
+                    common.display(),
+                    log.display(),
+                    err.display()
+                ))
+                .output()
+                .expect("sh");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let stall = "[  80.6] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\r\n";
+        let fault = "pv-vmm: error: vCPU 1: the guest triple-faulted (KVM_EXIT_SHUTDOWN)\n";
+        assert_eq!(run("booting\r\nok\r\n", "pv-vmm: guest powered off\n"), "");
+        assert_eq!(run("booting\r\n", fault), fault);
+        // The console's RCU stall, without its carriage return, comes first.
+        assert_eq!(
+            run(&format!("up\r\n{stall}"), fault),
+            stall.replace('\r', "")
+        );
+        assert_eq!(
+            run("", "cloud-hypervisor: VmExit::Reset\n"),
+            "cloud-hypervisor: VmExit::Reset\n"
+        );
+        // A CPU that reports its own stall (a guest too slow, not one whose vCPU stopped)
+        // is no lab fault.
+        let own = "rcu: INFO: rcu_preempt self-detected stall on CPU\r\n";
+        assert_eq!(run(own, "pv-vmm: error: vCPU 0: KVM_RUN failed\n"), "");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn repo_root_holds_the_lab_scripts() {
         assert!(

@@ -24,6 +24,9 @@ struct Run {
     marks: Vec<String>,
     guest: Vec<String>,
     vmm: Vec<String>,
+    /// The script's `@@LAB-FAULT` line: the run failed and the lab took its guest away, as
+    /// `lab_fault_in` in lab-cases/common.sh (the one place that decides) tells it.
+    lab_fault: Option<String>,
     end: Option<String>,
 }
 
@@ -49,6 +52,11 @@ impl Run {
                 run.guest.push(g.to_owned());
             } else if let Some(v) = line.strip_prefix("VMM| ") {
                 run.vmm.push(v.to_owned());
+            } else if let Some(f) = line
+                .strip_prefix("@@LAB-FAULT ")
+                .and_then(|l| l.strip_suffix("@@"))
+            {
+                run.lab_fault = Some(f.to_owned());
             } else if let Some(e) = line
                 .strip_prefix("@@END ")
                 .and_then(|l| l.strip_suffix("@@"))
@@ -88,15 +96,15 @@ impl Run {
         text
     }
 
-    /// Why this run failed because its guest triple-faulted (the lab faults L2 guests of
-    /// both VMMs, before and after they are up; see `retry_lab_fault` in
-    /// lab-cases/common.sh), if it did: pv-vmm reported the fault and the run did not end
-    /// ok. Says how many boots the guest had come up from.
+    /// Why this run failed because the lab took its guest away (a triple fault, a reset or
+    /// an RCU stall, as the script's `@@LAB-FAULT` line says; the lab faults L2 guests of
+    /// both VMMs), if it did and the run did not end ok. Says how many boots the guest had
+    /// come up from.
     fn lab_fault(&self) -> Option<String> {
         if self.end.as_deref() == Some("ok") {
             return None;
         }
-        let fault = self.vmm.iter().find(|l| l.contains("triple-faulted"))?;
+        let fault = self.lab_fault.as_deref()?;
         let booted = ["boot", "reboot"]
             .iter()
             .filter(|step| self.api.get(**step).is_some_and(|(rc, _)| *rc == 0))
@@ -134,7 +142,7 @@ fn hints_of(boot: &[&str]) -> Option<u32> {
 
 #[test]
 fn lab_faults_are_told_from_failures() {
-    let fault = "VMM| pv-vmm: error: vCPU 0: the guest triple-faulted (KVM_EXIT_SHUTDOWN)";
+    let fault = "@@LAB-FAULT pv-vmm: error: vCPU 0: the guest triple-faulted (KVM_EXIT_SHUTDOWN)@@";
     let first = format!("@@API boot 0 {{}}@@\n{fault}\n@@END fail no shell@@\n");
     let why = Run::parse(&first)
         .lab_fault()
@@ -156,6 +164,10 @@ fn lab_faults_are_told_from_failures() {
     );
     let ok_run = format!("@@API boot 0 {{}}@@\n{fault}\n@@END ok@@\n");
     assert_eq!(Run::parse(&ok_run).lab_fault(), None);
+    // pv-vmm's words alone decide nothing here: the script's marker does.
+    let unmarked =
+        "@@API boot 0 {}@@\nVMM| pv-vmm: error: vCPU 0: the guest triple-faulted\n@@END fail x@@\n";
+    assert_eq!(Run::parse(unmarked).lab_fault(), None);
 }
 
 #[test]
@@ -163,6 +175,7 @@ fn lab_api_drives_a_running_guest() {
     let assets = ok(GuestAssets::prepare());
     let (vmm, remote) = vmm_binaries();
     let script = repo_root().join("integration-tests/lab-cases/api-cases.sh");
+    let common = repo_root().join("integration-tests/lab-cases/common.sh");
     let requests = std::env::var("PV_API_LOAD_REQUESTS").unwrap_or_else(|_| "1000".into());
     let command = LabCommand::new([
         "sh".to_owned(),
@@ -178,12 +191,13 @@ fn lab_api_drives_a_running_guest() {
     .file(&assets.kernel)
     .file(&assets.initramfs)
     .file(&script)
+    .file(&common)
     .timeout(Duration::from_secs(1200));
     let mut out = ok(command.run());
     let mut run = Run::parse(&out.stdout);
     if let Some(why) = run.lab_fault() {
         report_retry(&format!(
-            "RETRIED (the guest triple-faulted, the run ran again): lab_api: {why}"
+            "RETRIED (the lab took the guest away, the run ran again): lab_api: {why}"
         ));
         out = ok(command.run());
         run = Run::parse(&out.stdout);
