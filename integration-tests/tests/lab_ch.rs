@@ -340,7 +340,6 @@ fn lab_ch_snapshot_restore_and_migration() {
         .file(&case_script)
         .file(dir.join("common.sh"))
         .timeout(Duration::from_secs(1200))
-        .retries(3)
         .run();
     let out = ok(out);
     let stdout = &out.stdout;
