@@ -58,10 +58,17 @@ for f in "$kernel" "$initrd"; do
 done
 [ -c /dev/kvm ] || { echo "workloads-in-l1: no /dev/kvm" >&2; exit 2; }
 
-ncpus=$(grep -c '^processor' /proc/cpuinfo)
+# The CPUs the scenarios size their VMs by: this host's, or PV_BENCH_CPUS (scripts/bench
+# --quick, which runs L1 with one CPU and its VMs as for two).
+host_cpus=$(grep -c '^processor' /proc/cpuinfo)
+ncpus=${PV_BENCH_CPUS:-$host_cpus}
+case $ncpus in
+'' | *[!0-9]* | 0) echo "workloads-in-l1: PV_BENCH_CPUS must be a positive whole number, not '$ncpus'" >&2; exit 2 ;;
+esac
 echo "@@INFO inside_lab=${PV_LAB_INSIDE:-0}@@"
 echo "@@INFO kernel_release=$(uname -r)@@"
 echo "@@INFO cpus=$ncpus@@"
+[ "$ncpus" = "$host_cpus" ] || echo "@@INFO host_cpus=$host_cpus@@"
 echo "@@INFO cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)@@"
 echo "@@INFO kvm_module=$(cut -d' ' -f1 /proc/modules 2>/dev/null | grep -E '^kvm_(amd|intel)$' | head -n1)@@"
 echo "@@INFO mem_total_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)@@"
@@ -306,7 +313,7 @@ run_boot() {
         echo "config=$cfg"
         echo "vms=$nvms"
         echo "vcpus=$vcpus"
-        echo "host_cpus=$ncpus"
+        echo "host_cpus=$host_cpus"
         echo "secs=$secs"
         echo "kinds=$kinds"
     } >"$d/meta"
@@ -482,7 +489,7 @@ run_bare() {
         echo "config=bare"
         echo "vms=0"
         echo "vcpus=$ncpus"
-        echo "host_cpus=$ncpus"
+        echo "host_cpus=$host_cpus"
         echo "secs=$secs"
         echo "kinds=$kinds"
     } >"$d/meta"
