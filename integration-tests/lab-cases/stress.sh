@@ -5,7 +5,7 @@
 # guests run WORK seconds of pv-load (tlb-sleep in the first pv-vmm and the QEMU guest, ipi
 # in the second pv-vmm guest), and tells how each guest ended.
 #
-# Usage: stress.sh PV_VMM QEMU KERNEL INITRD SECONDS VCPUS WORK [LIMIT]
+# Usage: stress.sh PV_VMM QEMU KERNEL INITRD SECONDS VCPUS WORK LIMIT
 #   (the guest initramfs of scripts/build-guest-initramfs, which carries /bin/pv-load)
 #
 # Output (stdout), one line per VM (a VM that did not end ok: then its log's last lines,
@@ -14,19 +14,18 @@
 #     ok     the guest printed @@GUEST-DONE@@ and its VMM ended cleanly
 #     fault  the guest triple-faulted or reset (pv-vmm says so; QEMU, under -no-reboot,
 #            ends without the guest's @@GUEST-DONE@@)
-#     stall  the guest was not done after LIMIT seconds (default WORK + 180): killed
+#     stall  the guest was not done after LIMIT seconds (scripts/lab/stress --limit): killed
 #     fail   anything else (the VMM failed)
 #   @@STRESS-END rounds=<n> seconds=<s>@@ when the time is up.
 # Exit status 0 when it ran to the end (whatever the guests did), 2 on a usage error.
 set -u
-[ $# -eq 7 ] || [ $# -eq 8 ] || { echo "usage: $0 PV_VMM QEMU KERNEL INITRD SECONDS VCPUS WORK [LIMIT]" >&2; exit 2; }
-pvvmm=$1 qemu=$2 kernel=$3 initrd=$4 total=$5 vcpus=$6 work=$7
+[ $# -eq 8 ] || { echo "usage: $0 PV_VMM QEMU KERNEL INITRD SECONDS VCPUS WORK LIMIT" >&2; exit 2; }
+pvvmm=$1 qemu=$2 kernel=$3 initrd=$4 total=$5 vcpus=$6 work=$7 limit=$8
 . "$(dirname "$0")/common.sh"
 for f in "$pvvmm" "$qemu"; do
     [ -x "$f" ] || { echo "stress.sh: $f is not executable" >&2; exit 2; }
 done
 [ -c /dev/kvm ] || { echo "stress.sh: no /dev/kvm" >&2; exit 2; }
-limit=${8:-$((work + 180))}
 lab_guest=${PV_LAB_GUEST_ARGS:+ $PV_LAB_GUEST_ARGS}
 tmp=$(mktemp -d /tmp/stress.XXXXXX)
 
