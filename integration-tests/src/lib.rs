@@ -1375,9 +1375,19 @@ L2| @@GSTAT ipi after cpu 3 4@@
         );
     }
 
+    /// Runs `snippet` in `sh` after sourcing lab-cases/common.sh; its stdout.
+    fn with_common_sh(snippet: &str) -> String {
+        let common = repo_root().join("integration-tests/lab-cases/common.sh");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(". '{}'; {snippet}", common.display()))
+            .output()
+            .expect("sh");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     #[test]
     fn fail_on_triple_fault_sets_only_a_missing_result() {
-        let common = repo_root().join("integration-tests/lab-cases/common.sh");
         let dir = std::env::temp_dir().join(format!("triple-fault-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let err = dir.join("err");
@@ -1395,20 +1405,11 @@ L2| @@GSTAT ipi after cpu 3 4@@
             ("pv-vmm: guest powered off", "", ""),
         ] {
             std::fs::write(&err, stderr).expect("write");
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    ". '{}'; result='{before}'; fail_on_triple_fault '{}'; printf '%s' \"$result\"",
-                    common.display(),
-                    err.display()
-                ))
-                .output()
-                .expect("sh");
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout),
-                after,
-                "{stderr} / {before}"
-            );
+            let out = with_common_sh(&format!(
+                "result='{before}'; fail_on_triple_fault '{}'; printf '%s' \"$result\"",
+                err.display()
+            ));
+            assert_eq!(out, after, "{stderr} / {before}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -1418,24 +1419,17 @@ L2| @@GSTAT ipi after cpu 3 4@@
     /// returns dropped, and nothing for a guest that merely failed.
     #[test]
     fn lab_fault_in_finds_the_first_fault_line_of_its_files() {
-        let common = repo_root().join("integration-tests/lab-cases/common.sh");
         let dir = std::env::temp_dir().join(format!("lab-fault-in-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let (log, err) = (dir.join("log"), dir.join("err"));
         let run = |log_text: &str, err_text: &str| {
             std::fs::write(&log, log_text).expect("write");
             std::fs::write(&err, err_text).expect("write");
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    ". '{}'; lab_fault_in '{}' '{}'",
-                    common.display(),
-                    log.display(),
-                    err.display()
-                ))
-                .output()
-                .expect("sh");
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            with_common_sh(&format!(
+                "lab_fault_in '{}' '{}'",
+                log.display(),
+                err.display()
+            ))
         };
         let stall = "[  80.6] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\r\n";
         let fault = "pv-vmm: error: vCPU 1: the guest triple-faulted (KVM_EXIT_SHUTDOWN)\n";
